@@ -87,18 +87,19 @@ func Parse(data []byte, path string, lookupEnv func(string) (string, bool)) (*Co
 	var p problems
 	checkKeys(doc, reflect.TypeOf(*c), "", &p)
 	expandEnv(doc, "", lookupEnv, &p)
-	if len(p) == 0 {
-		if err := doc.Decode(c); err != nil {
-			p = append(p, decodeErr(err))
-		}
-	}
-	if len(p) > 0 {
-		return nil, fmt.Errorf("%s: invalid configuration:\n%w", displayPath(path), errors.Join(p...))
+	// Decode and validate even after key or type problems (unknown keys
+	// are ignored by Decode), so one run of `tollgate check` lists every
+	// problem, not just the first kind found.
+	if err := doc.Decode(c); err != nil {
+		p = append(p, decodeErr(err))
 	}
 	c.fill()
 	c.resolvePaths()
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: invalid configuration:\n%w", displayPath(path), err)
+		p = append(p, err)
+	}
+	if len(p) > 0 {
+		return nil, fmt.Errorf("%s: invalid configuration:\n%w", displayPath(path), errors.Join(p...))
 	}
 	return c, nil
 }
