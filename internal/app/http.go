@@ -1,0 +1,41 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func (a *App) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	if a.dev != nil {
+		mux.Handle("GET /dev/jwks.json", a.dev.JWKSHandler())
+	}
+	return mux
+}
+
+// readyz is 503 until every issuer's keys loaded or the start-up timeout
+// passed; the body always names the issuers still missing.
+func (a *App) readyz(w http.ResponseWriter, _ *http.Request) {
+	missing := a.missing()
+	if missing == nil {
+		missing = []string{}
+	}
+	ready := a.ready()
+	body := struct {
+		Ready          bool     `json:"ready"`
+		MissingIssuers []string `json:"missing_issuers"`
+	}{ready, missing}
+	w.Header().Set("Content-Type", "application/json")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
