@@ -32,37 +32,57 @@ const (
 	TokenMissingAud     Code = "token_audience_missing"
 )
 
-// Routing and policy codes (403).
+// Session codes (401, or 503 for the store).
 const (
-	NoService Code = "no_matching_service"
+	SessionMalformed Code = "session_malformed"
+	SessionNotFound  Code = "session_not_found" // unknown or revoked
+	SessionExpired   Code = "session_expired"   // idle or absolute expiry
+)
+
+// Routing and policy codes (403, or 500 for policy failures).
+const (
+	NoService     Code = "no_matching_service"
+	PolicyDenied  Code = "policy_denied"
+	PolicyError   Code = "policy_error"   // evaluation error or wrongly typed result
+	PolicyTimeout Code = "policy_timeout" // evaluation exceeded policy.timeout
 )
 
 // Infrastructure codes (5xx or gRPC errors).
 const (
-	JWKSUnavailable Code = "jwks_unavailable"
-	Internal        Code = "internal_error"
+	JWKSUnavailable         Code = "jwks_unavailable"
+	SessionStoreUnavailable Code = "session_store_unavailable"
+	SigningUnavailable      Code = "signing_unavailable" // internal token could not be minted
+	Internal                Code = "internal_error"
 )
 
 var descriptions = map[Code]string{
-	OK:                  "ok",
-	CredentialMissing:   "credential missing",
-	TokenMalformed:      "token malformed",
-	TokenTooLarge:       "token too large",
-	TokenUnsupported:    "token type not supported",
-	TokenAlgorithm:      "token algorithm not allowed",
-	TokenHeaderKey:      "token carries an embedded key reference",
-	TokenSignature:      "token signature invalid",
-	TokenUnknownKey:     "token signing key unknown",
-	TokenIssuer:         "token issuer not trusted",
-	TokenExpired:        "token expired",
-	TokenMissingExpiry:  "token has no expiry",
-	TokenNotYetValid:    "token not yet valid",
-	TokenIssuedInFuture: "token issued in the future",
-	TokenAudience:       "token audience not accepted",
-	TokenMissingAud:     "token has no audience",
-	NoService:           "no service matches the request",
-	JWKSUnavailable:     "signing keys unavailable",
-	Internal:            "internal error",
+	OK:                      "ok",
+	CredentialMissing:       "credential missing",
+	TokenMalformed:          "token malformed",
+	TokenTooLarge:           "token too large",
+	TokenUnsupported:        "token type not supported",
+	TokenAlgorithm:          "token algorithm not allowed",
+	TokenHeaderKey:          "token carries an embedded key reference",
+	TokenSignature:          "token signature invalid",
+	TokenUnknownKey:         "token signing key unknown",
+	TokenIssuer:             "token issuer not trusted",
+	TokenExpired:            "token expired",
+	TokenMissingExpiry:      "token has no expiry",
+	TokenNotYetValid:        "token not yet valid",
+	TokenIssuedInFuture:     "token issued in the future",
+	TokenAudience:           "token audience not accepted",
+	TokenMissingAud:         "token has no audience",
+	SessionMalformed:        "session id malformed",
+	SessionNotFound:         "session not found",
+	SessionExpired:          "session expired",
+	NoService:               "no service matches the request",
+	PolicyDenied:            "denied by policy",
+	PolicyError:             "policy evaluation failed",
+	PolicyTimeout:           "policy evaluation timed out",
+	SessionStoreUnavailable: "session store unavailable",
+	SigningUnavailable:      "internal token signing unavailable",
+	JWKSUnavailable:         "signing keys unavailable",
+	Internal:                "internal error",
 }
 
 // Description returns the fixed human-readable text for c, suitable for
