@@ -192,13 +192,20 @@ func Development() *Config {
 // DevIssuer returns the issuer entry the dev mode adds: it trusts the dev
 // key published on Tollgate's own HTTP listener.
 func (c *Config) DevIssuer() Issuer {
+	// Tollgate fetches its own dev JWKS over loopback even when it
+	// listens on every interface.
+	host, port, _ := net.SplitHostPort(c.Server.HTTPAddress)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
 	return Issuer{
-		Issuer:     c.Dev.Issuer,
-		JWKSURI:    "http://" + c.Server.HTTPAddress + "/dev/jwks.json",
-		Algorithms: []string{"ES256"},
-		Leeway:     Duration(30 * time.Second),
-		RefreshMin: Duration(time.Minute),
-		RefreshMax: Duration(time.Hour),
+		Issuer:       c.Dev.Issuer,
+		JWKSURI:      "http://" + net.JoinHostPort(host, port) + "/dev/jwks.json",
+		InsecureHTTP: !IsLoopback(host),
+		Algorithms:   []string{"ES256"},
+		Leeway:       Duration(30 * time.Second),
+		RefreshMin:   Duration(time.Minute),
+		RefreshMax:   Duration(time.Hour),
 		// A dev token minted right after start-up must not wait for the
 		// rate limit.
 		UnknownKeyRefreshInterval: Duration(time.Second),
@@ -376,8 +383,23 @@ func (is Issuer) validate(path string, p *problems) {
 			p.add(ap, "%s needs hmac_secret for this issuer", a)
 		}
 	}
-	if is.HMACSecret != "" && len(is.HMACSecret) < 32 {
-		p.add(path+".hmac_secret", "must be at least 32 bytes")
+	if is.HMACSecret != "" {
+		// RFC 7518 §3.2: a key at least as long as the hash output.
+		need := 32
+		for _, a := range is.Algorithms {
+			switch a {
+			case "HS384":
+				need = max(need, 48)
+			case "HS512":
+				need = max(need, 64)
+			}
+		}
+		if len(is.HMACSecret) < need {
+			p.add(path+".hmac_secret", "must be at least %d bytes for %s", need, strings.Join(is.Algorithms, ", "))
+		}
+	}
+	if is.JWKSURI != "" && is.onlyHMAC() {
+		p.add(path+".jwks_uri", "not used: every algorithm of this issuer is HMAC; remove it or allow an asymmetric algorithm")
 	}
 	if is.Leeway < 0 || is.Leeway > Duration(5*time.Minute) {
 		p.add(path+".leeway", "must be between 0s and 5m")

@@ -153,3 +153,20 @@ func TestDevelopmentConfigIsValid(t *testing.T) {
 		t.Errorf("Development().Validate() = %v; want nil", err)
 	}
 }
+
+func TestDevIssuerFetchesOverLoopback(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ addr, want string }{
+		{"127.0.0.1:8181", "http://127.0.0.1:8181/dev/jwks.json"},
+		{"0.0.0.0:8181", "http://127.0.0.1:8181/dev/jwks.json"},
+		{"[::]:8181", "http://127.0.0.1:8181/dev/jwks.json"},
+		{":8181", "http://127.0.0.1:8181/dev/jwks.json"},
+	}
+	for _, tt := range tests {
+		c := Development()
+		c.Server.HTTPAddress = tt.addr
+		if got := c.DevIssuer(); got.JWKSURI != tt.want || got.InsecureHTTP {
+			t.Errorf("DevIssuer() with http_address %q = %q (insecure %v); want %q over loopback", tt.addr, got.JWKSURI, got.InsecureHTTP, tt.want)
+		}
+	}
+}
