@@ -75,6 +75,7 @@ func TestGRPCFrontDoor(t *testing.T) {
 			if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
 				t.Errorf("header %s append_action = %v; want OVERWRITE_IF_EXISTS_OR_ADD", h.GetHeader().GetKey(), h.GetAppendAction())
 			}
+			//lint:ignore SA1019 asserting that the deprecated field stays unset
 			if h.GetAppend() != nil {
 				t.Errorf("header %s uses the deprecated append field", h.GetHeader().GetKey())
 			}
