@@ -33,6 +33,12 @@ type Config struct {
 	Tokens   Tokens    `yaml:"tokens"`
 	Dev      Dev       `yaml:"dev"`
 
+	Policy        Policy        `yaml:"policy"`
+	InternalToken InternalToken `yaml:"internal_token"`
+	Keys          Keys          `yaml:"keys"`
+	Sessions      Sessions      `yaml:"sessions"`
+	Admin         Admin         `yaml:"admin"`
+
 	// Path is the file the config was loaded from ("" for the embedded
 	// development config). Relative paths inside it are resolved against
 	// its directory at load time.
@@ -52,6 +58,8 @@ type Server struct {
 	// StartupTimeout is how long start-up waits for every issuer's keys before
 	// serving anyway (and reporting the missing issuers). Default 10s.
 	StartupTimeout Duration `yaml:"startup_timeout"`
+	// AdminAddress serves the session admin API; empty disables it.
+	AdminAddress string `yaml:"admin_address"`
 	// MaxConcurrentStreams per gRPC connection; 0 means gRPC's default.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 }
@@ -100,6 +108,11 @@ type Service struct {
 	Audiences    []string `yaml:"audiences"`
 	// Auth is required, optional or none. Default required.
 	Auth string `yaml:"auth"`
+	// PolicyQuery overrides policy.query for this service.
+	PolicyQuery string `yaml:"policy_query"`
+	// InternalAudience is the aud of internal tokens minted for this
+	// service. Default: the service name.
+	InternalAudience string `yaml:"internal_audience"`
 }
 
 // Headers configures the upstream header rewrite for an authenticated request.
@@ -230,8 +243,12 @@ func (c *Config) fill() {
 			is.FetchTimeout = Duration(5 * time.Second)
 		}
 	}
+	c.fillSections()
 	for i := range c.Services {
 		s := &c.Services[i]
+		if s.InternalAudience == "" {
+			s.InternalAudience = s.Name
+		}
 		if s.Auth == "" {
 			s.Auth = AuthRequired
 		}
@@ -248,9 +265,27 @@ func (c *Config) resolvePaths() {
 		return
 	}
 	dir := filepath.Dir(c.Path)
-	if c.Dev.KeyFile != "" && !filepath.IsAbs(c.Dev.KeyFile) {
-		c.Dev.KeyFile = filepath.Join(dir, c.Dev.KeyFile)
+	abs := func(p *string) {
+		if *p != "" && *p != "-" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
 	}
+	abs(&c.Dev.KeyFile)
+	for i := range c.Policy.Paths {
+		abs(&c.Policy.Paths[i])
+	}
+	abs(&c.Policy.DecisionLog.Path)
+	if c.Policy.Bundle != nil {
+		abs(&c.Policy.Bundle.VerificationKeyFile)
+	}
+	abs(&c.Keys.Dir)
+	abs(&c.Keys.Redis.KEKFile)
+	abs(&c.Keys.Redis.PasswordFile)
+	abs(&c.Keys.Redis.TLS.CAFile)
+	abs(&c.Keys.PKCS11.PINFile)
+	abs(&c.Sessions.Redis.PasswordFile)
+	abs(&c.Sessions.Redis.TLS.CAFile)
+	abs(&c.Admin.TokenFile)
 }
 
 // pathErr is one validation problem at a YAML path.
@@ -310,11 +345,12 @@ func (c *Config) Validate() error {
 			needIssuer = true
 		}
 	}
-	if needIssuer && len(c.Issuers) == 0 && !c.Dev.Enabled {
+	if needIssuer && len(c.Issuers) == 0 && !c.Dev.Enabled && !c.Sessions.Enabled() {
 		p.add("issuers", "at least one issuer is required when a service has auth required or optional")
 	}
 	c.Headers.validate(&p)
 	c.Tokens.validate(&p)
+	c.validateSections(&p)
 	return errors.Join(p...)
 }
 
