@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -128,6 +129,10 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		// allow frequent ones rather than GOAWAY it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4 << 20),
+		// Reuse a fixed set of goroutines for streams instead of one new
+		// goroutine (and stack growth) per Check.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.SharedWriteBuffer(true),
 	}
 	if n := cfg.Server.MaxConcurrentStreams; n > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(n))
