@@ -30,8 +30,17 @@ run: build
 ## test: install what the tests need, then vet, staticcheck and the race-enabled test suite.
 test: deps vet staticcheck unit
 
+# System packages the tests use for real: redis-server (session and key
+# stores; tests start their own on a loopback port), softhsm2 (PKCS#11 key
+# store), gcc (cgo for -race and PKCS#11). Installed from Debian when missing.
+SYSTEM_DEPS := redis-server:redis-server softhsm2-util:softhsm2 gcc:gcc
 deps: $(GOBIN_DIR)/staticcheck
-	@command -v gcc >/dev/null || { echo "gcc is needed for -race; installing"; apt-get update -qq && apt-get install -y -qq gcc; }
+	@missing=""; for p in $(SYSTEM_DEPS); do command -v $${p%%:*} >/dev/null || missing="$$missing $${p##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 $(GOBIN_DIR)/staticcheck:
 	GOBIN=$(GOBIN_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -51,8 +60,8 @@ fmt:
 ## bench: Go benchmarks of the pipeline plus a load run over loopback gRPC against a do-nothing baseline.
 bench: bench-go bench-load
 
-bench-go:
-	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -count 1 ./authz/ ./jwks/ ./internal/vtcodec/
+bench-go: deps
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem -count 1 ./authz/ ./jwks/ ./jwks/keyring/ ./policy/ ./session/ ./internal/vtcodec/
 
 bench-load: build
 	$(GO) build -tags $(TAGS) -o bin/nullauthz ./test/load/nullauthz

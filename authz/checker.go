@@ -1,16 +1,18 @@
 // Package authz runs Tollgate's Check pipeline and its front doors.
 //
 // A Check goes credential → identity → decision → response: the request is
-// routed to the service its owners declared, the bearer credential is found
-// and verified, the service's audience rules are applied, and the outcome is
-// a Decision value. A deny is a Decision, never an error: Check returns a
-// non-nil error only when something technical broke, and then the Decision
-// must be ignored.
+// routed to the service its owners declared, the credential (an opaque
+// session ID or a bearer JWT) is found and resolved to an identity, the
+// service's audience rules and the Rego policy decide, and the outcome is a
+// Decision value carrying the upstream header rewrite (identity headers, the
+// internal JWT minted for the destination, the outside credential removed).
+// A deny is a Decision, never an error: Check returns a non-nil error only
+// when something technical broke, and then the Decision must be ignored.
 //
 // Invariants: a Decision never allows without having passed the service's
-// auth mode; identity headers a client sent are always removed or
-// overwritten; no field of a Decision, log line or metric label carries the
-// raw credential.
+// auth mode and the policy; identity headers and the internal-token header a
+// client sent are always removed or overwritten; no field of a Decision, log
+// line or metric label carries a raw credential.
 package authz
 
 import (
@@ -22,10 +24,15 @@ import (
 	"log/slog"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate-dev/tollgate/internal/reason"
 	"github.com/tollgate-dev/tollgate/jwks"
+	"github.com/tollgate-dev/tollgate/jwks/keyring"
+	"github.com/tollgate-dev/tollgate/policy"
+	"github.com/tollgate-dev/tollgate/session"
 )
 
 // TokenVerifier verifies a bearer JWT's signature, issuer and validity
@@ -34,7 +41,27 @@ type TokenVerifier interface {
 	Verify(ctx context.Context, raw string) (*jwks.Token, error)
 }
 
-var _ TokenVerifier = (*jwks.Verifier)(nil)
+// SessionLookup resolves an opaque session ID (the hot path of a store).
+type SessionLookup interface {
+	Lookup(ctx context.Context, id string) (session.Record, error)
+}
+
+// PolicyEvaluator evaluates the Rego decision for one request.
+type PolicyEvaluator interface {
+	Eval(ctx context.Context, in *policy.Input) (policy.Result, error)
+}
+
+// TokenMinter mints the internal JWT for the destination service.
+type TokenMinter interface {
+	Mint(ctx context.Context, req keyring.MintRequest) (string, error)
+}
+
+var (
+	_ TokenVerifier   = (*jwks.Verifier)(nil)
+	_ SessionLookup   = (session.Store)(nil)
+	_ PolicyEvaluator = (*policy.Engine)(nil)
+	_ TokenMinter     = (*keyring.Keyring)(nil)
+)
 
 // AuthMode says whether a service requires a credential.
 type AuthMode uint8
@@ -69,6 +96,9 @@ type Service struct {
 	PathPrefixes []string // default ["/"]
 	Audiences    []string // a token's aud must contain one of these
 	Auth         AuthMode
+	// InternalAudience is the aud of internal tokens minted for this
+	// service. Default: Name.
+	InternalAudience string
 }
 
 // ClaimHeader copies a verified claim into an upstream header.
@@ -90,6 +120,27 @@ type Config struct {
 	MaxTokenBytes int
 }
 
+// SessionConfig says where session IDs are read and how store failures
+// are treated.
+type SessionConfig struct {
+	Cookie string // cookie name, e.g. tollgate_session
+	Header string // header name, e.g. x-session-id
+	// PreferJWT makes a bearer JWT win when both credentials are present.
+	// Default false: the session wins.
+	PreferJWT bool
+	// AnonymousOnStoreError treats a request whose session cannot be
+	// looked up as anonymous. Default false: deny with 503.
+	AnonymousOnStoreError bool
+}
+
+// MintConfig configures internal-token injection.
+type MintConfig struct {
+	// Header carries the internal token upstream, e.g. x-internal-jwt.
+	Header string
+	// ForJWT also mints for callers that presented an external JWT.
+	ForJWT bool
+}
+
 // Option configures optional dependencies of a Checker.
 type Option func(*Checker)
 
@@ -102,6 +153,21 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(c *Checker) { 
 // WithClock sets the clock used for latency metrics. Default time.Now.
 func WithClock(now func() time.Time) Option { return func(c *Checker) { c.now = now } }
 
+// WithSessions accepts opaque session IDs resolved by s. Default: none.
+func WithSessions(s SessionLookup, cfg SessionConfig) Option {
+	return func(c *Checker) { c.sessions, c.sessionCfg = s, cfg }
+}
+
+// WithPolicy makes p decide every request after authentication. Default:
+// none (authentication alone decides).
+func WithPolicy(p PolicyEvaluator) Option { return func(c *Checker) { c.policy = p } }
+
+// WithMinter injects an internal JWT minted by m for the destination's
+// audience on every allowed, identified request. Default: none.
+func WithMinter(m TokenMinter, cfg MintConfig) Option {
+	return func(c *Checker) { c.minter, c.mintCfg = m, cfg }
+}
+
 // Checker runs the Check pipeline. It is safe for concurrent use.
 type Checker struct {
 	routes        *router
@@ -110,6 +176,18 @@ type Checker struct {
 	removeHeaders []string
 	maxToken      int
 
+	sessions   SessionLookup
+	sessionCfg SessionConfig
+	policy     PolicyEvaluator
+	minter     TokenMinter
+	mintCfg    MintConfig
+
+	// Headers only Tollgate may set: identity headers and the internal
+	// token. Policy output cannot touch them.
+	reserved map[string]bool
+	// anonRemove is what an anonymous request loses upstream.
+	anonRemove []string
+
 	log     *slog.Logger
 	reg     prometheus.Registerer
 	now     func() time.Time
@@ -117,7 +195,7 @@ type Checker struct {
 }
 
 // New validates cfg and returns a Checker. verifier may be nil only when no
-// service needs a credential.
+// service needs a bearer token.
 func New(cfg Config, verifier TokenVerifier, opts ...Option) (*Checker, error) {
 	c := &Checker{
 		verifier:      verifier,
@@ -133,18 +211,47 @@ func New(cfg Config, verifier TokenVerifier, opts ...Option) (*Checker, error) {
 	if c.maxToken <= 0 {
 		c.maxToken = 16 << 10
 	}
-	r, err := newRouter(cfg.Services)
+	services := make([]Service, len(cfg.Services))
+	copy(services, cfg.Services)
+	for i := range services {
+		if services[i].InternalAudience == "" {
+			services[i].InternalAudience = services[i].Name
+		}
+	}
+	r, err := newRouter(services)
 	if err != nil {
 		return nil, err
 	}
 	c.routes = r
-	if verifier == nil {
-		for _, s := range cfg.Services {
+	if verifier == nil && c.sessions == nil {
+		for _, s := range services {
 			if s.Auth != AuthNone {
-				return nil, fmt.Errorf("authz: service %q needs a token verifier", s.Name)
+				return nil, fmt.Errorf("authz: service %q needs a token verifier or a session store", s.Name)
 			}
 		}
 	}
+	if c.sessions != nil && (c.sessionCfg.Cookie == "" && c.sessionCfg.Header == "") {
+		return nil, errors.New("authz: sessions need a cookie or header name")
+	}
+	if c.minter != nil && c.mintCfg.Header == "" {
+		return nil, errors.New("authz: internal tokens need a header name")
+	}
+	c.reserved = map[string]bool{}
+	for _, ch := range c.claimHeaders {
+		c.reserved[ch.Header] = true
+		c.anonRemove = append(c.anonRemove, ch.Header)
+	}
+	if c.minter != nil {
+		c.reserved[c.mintCfg.Header] = true
+		c.anonRemove = append(c.anonRemove, c.mintCfg.Header)
+	}
+	for _, h := range c.removeHeaders {
+		c.reserved[h] = true
+	}
+	if c.sessions != nil && c.sessionCfg.Header != "" {
+		c.reserved[c.sessionCfg.Header] = true
+	}
+	c.reserved["cookie"] = c.sessions != nil
 	c.metrics, err = newMetrics(c.reg)
 	if err != nil {
 		return nil, err
@@ -164,6 +271,9 @@ type Request struct {
 	// Headers are keyed by lower-case name, as Envoy sends them. The map
 	// is read, never modified.
 	Headers map[string]string
+	// Check is the original CheckRequest, when the front door has one;
+	// policies see its attributes.
+	Check *authv3.CheckRequest
 }
 
 // Header is one header name and value.
@@ -180,12 +290,16 @@ const (
 	Anonymous IdentityType = iota
 	// JWT: a verified bearer token.
 	JWT
+	// Session: an opaque session ID found in the session store.
+	Session
 )
 
 func (t IdentityType) String() string {
 	switch t {
 	case JWT:
 		return "jwt"
+	case Session:
+		return "session"
 	default:
 		return "anonymous"
 	}
@@ -198,12 +312,15 @@ type Identity struct {
 	Subject   string
 	Audiences []string
 	Claims    map[string]any
+	// key identifies the credential for per-identity caches (a hash,
+	// never the credential).
+	key string
 }
 
 // Decision is the outcome of a Check.
 type Decision struct {
 	Allowed bool
-	// Status is the HTTP status: 200 when allowed, else 401, 403 or 503.
+	// Status is the HTTP status: 200 when allowed, else 401, 403, 500 or 503.
 	Status int
 	// Reason is the stable code; reason.OK when allowed.
 	Reason  reason.Code
@@ -215,136 +332,59 @@ type Decision struct {
 	Upstream []Header
 	// Remove lists headers removed from the request to the service.
 	Remove []string
-	// Response headers go to the client with a denial.
+	// Response headers go to the client: with a denial, or (from a policy's
+	// response_headers_to_add) with the service's response.
 	Response []Header
-	// Body is the denial body (JSON).
+	// Body is the denial body.
 	Body string
+	// QuerySet and QueryRemove rewrite the upstream query (policy).
+	QuerySet    []Header
+	QueryRemove []string
+	// DynamicMetadata is passed to Envoy's other filters (policy).
+	DynamicMetadata *structpb.Struct
+
+	// detail is the internal cause of a denial, for logs only.
+	detail error
 }
 
 // Check runs the pipeline for one request. A non-nil error means a
 // technical failure; the Decision is then meaningless.
 func (c *Checker) Check(ctx context.Context, req *Request) (Decision, error) {
 	start := c.now()
-	d, token, err := c.check(ctx, req)
-	c.observe(ctx, req, &d, token, err, start)
+	d, cred, err := c.check(ctx, req)
+	c.observe(ctx, req, &d, cred, err, start)
 	return d, err
 }
 
-func (c *Checker) check(ctx context.Context, req *Request) (d Decision, token string, err error) {
+// check is the pipeline: route → identity → policy → response.
+func (c *Checker) check(ctx context.Context, req *Request) (Decision, credential, error) {
 	svc := c.routes.match(req.Host, req.Path)
 	if svc == nil {
-		return c.deny(req, reason.NoService, 403, ""), "", nil
+		return c.deny(req, nil, reason.NoService, 403, ""), credential{}, nil
 	}
-	d.Service = svc.Name
-	if svc.Auth == AuthNone {
-		return c.allowAnonymous(svc), "", nil
-	}
-	token, present := bearer(req.Headers["authorization"])
-	if !present {
-		if svc.Auth == AuthOptional {
-			return c.allowAnonymous(svc), "", nil
+	id, cred, denied, err := c.identify(ctx, req, svc)
+	if err != nil || denied != nil {
+		if denied != nil {
+			return *denied, cred, nil
 		}
-		d = c.deny(req, reason.CredentialMissing, 401, `Bearer realm="tollgate"`)
-		d.Service = svc.Name
-		return d, "", nil
+		return Decision{Service: svc.Name}, cred, err
 	}
-	if token == "" {
-		return c.denyToken(req, svc, reason.TokenMalformed), "", nil
-	}
-	if len(token) > c.maxToken {
-		return c.denyToken(req, svc, reason.TokenTooLarge), token, nil
-	}
-	tok, err := c.verifier.Verify(ctx, token)
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return d, token, ctxErr
-		}
-		switch code := reason.Of(err); code {
-		case reason.Internal:
-			return d, token, fmt.Errorf("verify token: %w", err)
-		case reason.JWKSUnavailable:
-			d = c.deny(req, code, 503, "")
-			d.Service = svc.Name
-			d.Response = append(d.Response, Header{Key: "retry-after", Value: "5"})
-			return d, token, nil
-		default:
-			return c.denyToken(req, svc, code), token, nil
-		}
-	}
-	if len(svc.Audiences) > 0 {
-		if len(tok.Audience) == 0 {
-			return c.denyToken(req, svc, reason.TokenMissingAud), token, nil
-		}
-		if !tok.HasAudience(svc.Audiences) {
-			return c.denyToken(req, svc, reason.TokenAudience), token, nil
-		}
-	}
-	return c.allowToken(svc, tok), token, nil
-}
-
-func (c *Checker) allowAnonymous(svc *Service) Decision {
-	// Identity headers can only come from Tollgate: strip what a client
-	// sent even when there is no identity to put in their place.
-	rm := make([]string, len(c.claimHeaders))
-	for i, ch := range c.claimHeaders {
-		rm[i] = ch.Header
-	}
-	return Decision{Allowed: true, Status: 200, Reason: reason.OK, Service: svc.Name, Remove: rm}
-}
-
-func (c *Checker) allowToken(svc *Service, tok *jwks.Token) Decision {
-	d := Decision{
-		Allowed: true,
-		Status:  200,
-		Reason:  reason.OK,
-		Service: svc.Name,
-		Identity: Identity{
-			Type:      JWT,
-			Issuer:    tok.Issuer,
-			Subject:   tok.Subject,
-			Audiences: tok.Audience,
-			Claims:    tok.Claims,
-		},
-		Remove: c.removeHeaders,
-	}
-	if len(c.claimHeaders) > 0 {
-		d.Upstream = make([]Header, 0, len(c.claimHeaders))
-		var missing []string
-		for _, ch := range c.claimHeaders {
-			if v, ok := claimValue(tok.Claims[ch.Claim]); ok {
-				d.Upstream = append(d.Upstream, Header{Key: ch.Header, Value: v})
-				continue
+	var pol *policy.Result
+	if c.policy != nil {
+		res, denied, err := c.decide(ctx, req, svc, &id)
+		if err != nil || denied != nil {
+			if denied != nil {
+				return *denied, cred, nil
 			}
-			// A claim the token lacks must not let a client-sent
-			// header of the same name through.
-			if missing == nil {
-				missing = make([]string, 0, len(c.removeHeaders)+len(c.claimHeaders))
-				missing = append(missing, c.removeHeaders...)
-			}
-			missing = append(missing, ch.Header)
+			return Decision{Service: svc.Name}, cred, err
 		}
-		if missing != nil {
-			d.Remove = missing
-		}
+		pol = &res
 	}
-	return d
+	d, err := c.respond(ctx, req, svc, &id, cred, pol)
+	return d, cred, err
 }
 
-func (c *Checker) denyToken(req *Request, svc *Service, code reason.Code) Decision {
-	d := c.deny(req, code, 401, `Bearer realm="tollgate", error="invalid_token", error_description="`+code.Description()+`"`)
-	d.Service = svc.Name
-	return d
-}
-
-func (c *Checker) deny(req *Request, code reason.Code, status int, challenge string) Decision {
-	d := Decision{Status: status, Reason: code, Body: denyBody(code, req.ID)}
-	if challenge != "" {
-		d.Response = []Header{{Key: "www-authenticate", Value: challenge}}
-	}
-	return d
-}
-
-func (c *Checker) observe(ctx context.Context, req *Request, d *Decision, token string, err error, start time.Time) {
+func (c *Checker) observe(ctx context.Context, req *Request, d *Decision, cr credential, err error, start time.Time) {
 	code := d.Reason
 	result := resultAllowed
 	switch {
@@ -361,18 +401,30 @@ func (c *Checker) observe(ctx context.Context, req *Request, d *Decision, token 
 	case err != nil:
 		c.log.LogAttrs(ctx, slog.LevelError, "check failed",
 			slog.String("reason", string(code)), slog.String("service", d.Service),
-			slog.String("request_id", req.ID), slog.String("token", TokenHash(token)),
-			slog.String("error", err.Error()))
+			slog.String("request_id", req.ID), slog.String("credential", cr.kind.String()),
+			slog.String("credential_hash", cr.hash()), slog.String("error", err.Error()))
 	case !d.Allowed:
-		c.log.LogAttrs(ctx, slog.LevelInfo, "check denied",
+		attrs := []slog.Attr{
 			slog.String("reason", string(code)), slog.Int("status", d.Status),
 			slog.String("service", d.Service), slog.String("request_id", req.ID),
-			slog.String("token", TokenHash(token)))
+			slog.String("credential", cr.kind.String()), slog.String("credential_hash", cr.hash()),
+		}
+		if d.Identity.Issuer != "" {
+			attrs = append(attrs, slog.String("issuer", d.Identity.Issuer))
+		}
+		if d.detail != nil {
+			attrs = append(attrs, slog.String("detail", d.detail.Error()))
+		}
+		lvl := slog.LevelInfo
+		if d.Status >= 500 {
+			lvl = slog.LevelWarn
+		}
+		c.log.LogAttrs(ctx, lvl, "check denied", attrs...)
 	case c.log.Enabled(ctx, slog.LevelDebug):
 		c.log.LogAttrs(ctx, slog.LevelDebug, "check allowed",
 			slog.String("service", d.Service), slog.String("identity", d.Identity.Type.String()),
 			slog.String("issuer", d.Identity.Issuer), slog.String("request_id", req.ID),
-			slog.String("token", TokenHash(token)))
+			slog.String("credential_hash", cr.hash()))
 	}
 }
 

@@ -50,6 +50,7 @@ func requestFromCheck(in *authv3.CheckRequest) Request {
 		Host:    h.GetHost(),
 		Path:    h.GetPath(),
 		Headers: h.GetHeaders(),
+		Check:   in,
 	}
 	if r.ID == "" {
 		r.ID = r.Headers["x-request-id"]
@@ -85,6 +86,8 @@ func rpcCode(httpStatus int) codes.Code {
 		return codes.PermissionDenied
 	case 503:
 		return codes.Unavailable
+	case 500:
+		return codes.Internal
 	default:
 		return codes.PermissionDenied
 	}
@@ -95,24 +98,19 @@ var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
 func checkResponse(d *Decision) *authv3.CheckResponse {
 	if d.Allowed {
 		ok := &authv3.OkHttpResponse{HeadersToRemove: d.Remove}
-		if len(d.Upstream) > 0 {
-			// One backing array for all options and values: two
-			// allocations instead of two per header.
-			opts := make([]corev3.HeaderValueOption, len(d.Upstream))
-			vals := make([]corev3.HeaderValue, len(d.Upstream))
-			ok.Headers = make([]*corev3.HeaderValueOption, len(d.Upstream))
-			for i, h := range d.Upstream {
-				vals[i].Key, vals[i].Value = h.Key, h.Value
-				opts[i].Header = &vals[i]
-				// Overwrite, never append: a client-sent x-user-id
-				// must not survive next to ours.
-				opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-				ok.Headers[i] = &opts[i]
+		ok.Headers = headerOptions(d.Upstream)
+		ok.ResponseHeadersToAdd = headerOptions(d.Response)
+		if len(d.QuerySet) > 0 {
+			ok.QueryParametersToSet = make([]*corev3.QueryParameter, len(d.QuerySet))
+			for i, q := range d.QuerySet {
+				ok.QueryParametersToSet[i] = &corev3.QueryParameter{Key: q.Key, Value: q.Value}
 			}
 		}
+		ok.QueryParametersToRemove = d.QueryRemove
 		return &authv3.CheckResponse{
-			Status:       okStatus,
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			Status:          okStatus,
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			DynamicMetadata: d.DynamicMetadata,
 		}
 	}
 	denied := &authv3.DeniedHttpResponse{
@@ -120,14 +118,46 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 		Body:   d.Body,
 	}
 	denied.Headers = make([]*corev3.HeaderValueOption, 0, len(d.Response)+1)
-	denied.Headers = append(denied.Headers, overwrite("content-type", "application/json"))
+	if !hasHeader(d.Response, "content-type") {
+		denied.Headers = append(denied.Headers, overwrite("content-type", "application/json"))
+	}
 	for _, h := range d.Response {
 		denied.Headers = append(denied.Headers, overwrite(h.Key, h.Value))
 	}
 	return &authv3.CheckResponse{
-		Status:       &rpcstatus.Status{Code: int32(rpcCode(d.Status)), Message: string(d.Reason)},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
+		Status:          &rpcstatus.Status{Code: int32(rpcCode(d.Status)), Message: string(d.Reason)},
+		HttpResponse:    &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
+		DynamicMetadata: d.DynamicMetadata,
 	}
+}
+
+// headerOptions converts headers into overwrite options backed by two
+// allocations in all, rather than two per header.
+func headerOptions(hs []Header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	opts := make([]corev3.HeaderValueOption, len(hs))
+	vals := make([]corev3.HeaderValue, len(hs))
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		vals[i].Key, vals[i].Value = h.Key, h.Value
+		opts[i].Header = &vals[i]
+		// Overwrite, never append: a client-sent x-user-id must not
+		// survive next to ours.
+		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		out[i] = &opts[i]
+	}
+	return out
+}
+
+func hasHeader(hs []Header, k string) bool {
+	for _, h := range hs {
+		if h.Key == k {
+			return true
+		}
+	}
+	return false
 }
 
 func overwrite(k, v string) *corev3.HeaderValueOption {

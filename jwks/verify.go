@@ -35,7 +35,15 @@ type Token struct {
 	// Claims is the full payload, decoded with json.Decoder.UseNumber:
 	// numbers are json.Number.
 	Claims map[string]any
+	// Hash is the SHA-256 of the compact token: a stable identity for
+	// per-token caches downstream (e.g. internal-token reuse) that never
+	// holds the token itself.
+	Hash [32]byte
 }
+
+// HashKey returns Hash as a string without copying. The Token is
+// immutable, so the string stays valid and unchanged while t is reachable.
+func (t *Token) HashKey() string { return unsafe.String(&t.Hash[0], len(t.Hash)) }
 
 // HasAudience reports whether any of t's audiences equals any accepted
 // value.
@@ -95,6 +103,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	tok.Hash = sum
 	v.cache.add(&sum, tok, key, unixNanoSat(tok.Expiry.Add(leeway)), approxEntrySize(len(raw)))
 	return tok, nil
 }

@@ -4,6 +4,9 @@
 //	tollgate check --config FILE     validate a config and exit
 //	tollgate dev-token --sub S --aud A   print a token the development mode accepts
 //	tollgate client [flags]          send one Check to a running server
+//	tollgate policy test|eval        test and debug Rego policies
+//	tollgate session …               manage sessions via the admin API
+//	tollgate keys list|rotate|revoke manage Tollgate's signing keys
 //	tollgate version
 package main
 
@@ -31,6 +34,9 @@ commands:
   check      validate a config file (--config FILE)
   dev-token  print a token the development mode accepts
   client     send one Check request to a running server
+  policy     test and evaluate Rego policies (policy test DIR…, policy eval)
+  session    manage sessions through the admin API (create, revoke, revoke-subject, list)
+  keys       list, rotate or revoke Tollgate's signing keys
   version    print the version
 `
 
@@ -54,6 +60,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = devToken(rest, stdout)
 	case "client":
 		return client(rest, stdout, stderr)
+	case "policy":
+		return policyCmd(rest, stdout, stderr)
+	case "session":
+		return sessionCmd(rest, stdout, stderr)
+	case "keys":
+		return keysCmd(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tollgate", version)
 		return 0
@@ -119,9 +131,9 @@ func check(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Build every component as serve would (no listener, no network) so
-	// errors only construction finds are caught too.
-	if _, err := app.New(cfg, app.NewLogger(cfg.Log, io.Discard)); err != nil {
+	// Validate every component as serve would build it (policies are
+	// compiled), without opening stores or listeners.
+	if err := app.Check(cfg); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d issuers, %d services)\n", *path, len(cfg.Issuers), len(cfg.Services))

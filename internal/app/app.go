@@ -32,6 +32,9 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/devissuer"
 	"github.com/tollgate-dev/tollgate/internal/vtcodec"
 	"github.com/tollgate-dev/tollgate/jwks"
+	"github.com/tollgate-dev/tollgate/jwks/keyring"
+	"github.com/tollgate-dev/tollgate/policy"
+	"github.com/tollgate-dev/tollgate/session"
 )
 
 // App is a running (or runnable) Tollgate.
@@ -44,16 +47,25 @@ type App struct {
 	verifier *jwks.Verifier
 	checker  *authz.Checker
 
+	policy       *policy.Engine
+	keyring      *keyring.Keyring
+	sessions     session.Store
+	adminHandler http.Handler
+
 	grpc   *grpc.Server
 	health *health.Server
 	http   *http.Server
+	admin  *http.Server
 
-	grpcLn, httpLn net.Listener
-	startedAt      time.Time
-	wg             sync.WaitGroup
-	stopOnce       sync.Once
-	verifierOn     bool
-	startupOver    chan struct{}
+	started []func(context.Context) error // Stop funcs of started parts
+	closers []func()
+
+	grpcLn, httpLn, adminLn net.Listener
+	startedAt               time.Time
+	wg                      sync.WaitGroup
+	stopOnce                sync.Once
+	verifierOn              bool
+	startupOver             chan struct{}
 }
 
 // New builds every component from cfg. It opens no listener and makes no
@@ -113,12 +125,21 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 			Audiences: s.Audiences, Auth: mode,
 		})
 	}
+	for i, s := range cfg.Services {
+		ac.Services[i].InternalAudience = s.InternalAudience
+	}
 	var tv authz.TokenVerifier
 	if a.verifier != nil {
 		tv = a.verifier
 	}
-	checker, err := authz.New(ac, tv, authz.WithLogger(log), authz.WithRegisterer(a.reg))
+	parts, err := a.pipelineParts(cfg, log, a.reg)
 	if err != nil {
+		_ = a.stopParts(context.Background())
+		return nil, err
+	}
+	checker, err := authz.New(ac, tv, append(parts, authz.WithLogger(log), authz.WithRegisterer(a.reg))...)
+	if err != nil {
+		_ = a.stopParts(context.Background())
 		return nil, err
 	}
 	a.checker = checker
@@ -132,7 +153,6 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		// Reuse a fixed set of goroutines for streams instead of one new
 		// goroutine (and stack growth) per Check.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.SharedWriteBuffer(true),
 	}
 	if n := cfg.Server.MaxConcurrentStreams; n > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(n))
@@ -153,6 +173,15 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		WriteTimeout:      30 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	if a.adminHandler != nil {
+		a.admin = &http.Server{
+			Handler:           a.adminHandler,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+		}
+	}
 	return a, nil
 }
 
@@ -161,6 +190,9 @@ func (a *App) Checker() *authz.Checker { return a.checker }
 
 // GRPCAddr is the bound gRPC address (after Start).
 func (a *App) GRPCAddr() string { return addr(a.grpcLn) }
+
+// AdminAddr is the bound admin API address (after Start; "" when off).
+func (a *App) AdminAddr() string { return addr(a.adminLn) }
 
 // HTTPAddr is the bound HTTP address (after Start).
 func (a *App) HTTPAddr() string { return addr(a.httpLn) }
@@ -182,7 +214,24 @@ func (a *App) Start(ctx context.Context) error {
 	if a.grpcLn, err = lc.Listen(ctx, "tcp", a.cfg.Server.GRPCAddress); err != nil {
 		return fmt.Errorf("listen server.grpc_address %s: %w", a.cfg.Server.GRPCAddress, err)
 	}
+	if a.admin != nil {
+		if a.adminLn, err = lc.Listen(ctx, "tcp", a.cfg.Server.AdminAddress); err != nil {
+			return fmt.Errorf("listen server.admin_address %s: %w", a.cfg.Server.AdminAddress, err)
+		}
+	}
+	if err := a.startParts(ctx); err != nil {
+		return err
+	}
 	a.startedAt = time.Now()
+	if a.admin != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.admin.Serve(a.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("admin server stopped", "error", err)
+			}
+		}()
+	}
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
@@ -204,7 +253,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go a.watchReadiness()
-	a.log.Info("tollgate listening", "grpc", a.GRPCAddr(), "http", a.HTTPAddr(), "dev_mode", a.dev != nil)
+	a.log.Info("tollgate listening", "grpc", a.GRPCAddr(), "http", a.HTTPAddr(), "admin", addr(a.adminLn), "dev_mode", a.dev != nil)
 	return nil
 }
 
@@ -278,6 +327,19 @@ func (a *App) Stop(ctx context.Context) error {
 	}
 	if err := a.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if a.admin != nil {
+		if err := a.admin.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
+	}
+	for _, l := range []net.Listener{a.grpcLn, a.httpLn, a.adminLn} {
+		if l != nil {
+			_ = l.Close() // a listener bound by a Start that failed half-way
+		}
+	}
+	if err := a.stopParts(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if a.verifierOn {
 		if err := a.verifier.Stop(ctx); err != nil {

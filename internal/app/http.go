@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 func (a *App) routes() http.Handler {
@@ -15,6 +17,10 @@ func (a *App) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	if a.keyring != nil {
+		// /.well-known/jwks.json and /.well-known/openid-configuration
+		mux.Handle("GET /.well-known/", a.keyring.Publisher())
+	}
 	if a.dev != nil {
 		mux.Handle("GET /dev/jwks.json", a.dev.JWKSHandler())
 	}
@@ -30,9 +36,14 @@ func (a *App) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	ready := a.ready()
 	body := struct {
-		Ready          bool     `json:"ready"`
-		MissingIssuers []string `json:"missing_issuers"`
-	}{ready, missing}
+		Ready          bool           `json:"ready"`
+		MissingIssuers []string       `json:"missing_issuers"`
+		Policy         *policy.Status `json:"policy,omitempty"`
+	}{Ready: ready, MissingIssuers: missing}
+	if a.policy != nil {
+		st := a.policy.Status()
+		body.Policy = &st
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -283,6 +283,7 @@ func (c *Config) resolvePaths() {
 	abs(&c.Keys.Redis.PasswordFile)
 	abs(&c.Keys.Redis.TLS.CAFile)
 	abs(&c.Keys.PKCS11.PINFile)
+	abs(&c.Keys.PKCS11.StateFile)
 	abs(&c.Sessions.Redis.PasswordFile)
 	abs(&c.Sessions.Redis.TLS.CAFile)
 	abs(&c.Admin.TokenFile)

@@ -47,7 +47,9 @@ type Bundle struct {
 	// signed by it.
 	VerificationKeyFile string `yaml:"verification_key_file"`
 	KeyID               string `yaml:"key_id"`
-	Scope               string `yaml:"scope"`
+	// Algorithm of the bundle signature. Default RS256.
+	Algorithm string `yaml:"algorithm"`
+	Scope     string `yaml:"scope"`
 }
 
 // InternalToken configures the JWT Tollgate mints for the destination.
@@ -96,6 +98,9 @@ type PKCS11 struct {
 	Module     string `yaml:"module"`
 	TokenLabel string `yaml:"token_label"`
 	PINFile    string `yaml:"pin_file"`
+	// StateFile keeps key states and times beside the token (the key
+	// material stays inside it).
+	StateFile string `yaml:"state_file"`
 }
 
 // Redis is a go-redis UniversalClient: one address is a single node,
@@ -299,6 +304,12 @@ func (c *Config) validateSections(p *problems) {
 			}
 			if k.PKCS11.PINFile == "" {
 				p.add("keys.pkcs11.pin_file", "required for the pkcs11 store")
+			}
+			if k.PKCS11.StateFile == "" {
+				p.add("keys.pkcs11.state_file", "required for the pkcs11 store")
+			}
+			if it.Algorithm == "EdDSA" {
+				p.add("internal_token.algorithm", "EdDSA is not available with the pkcs11 store; use ES256 or RS256")
 			}
 		default:
 			p.add("keys.store", "must be file, redis or pkcs11; got %q", k.Store)
