@@ -20,6 +20,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tollgate-dev/tollgate/internal/app"
 	"github.com/tollgate-dev/tollgate/internal/config"
 )
@@ -109,13 +111,32 @@ func serve(args []string, stderr io.Writer) error {
 		log.Warn("development mode: trusting the local dev issuer; never use in production",
 			"issuer", cfg.Dev.Issuer, "key_file", cfg.Dev.KeyFile)
 	}
+	redis.SetLogger(app.RedisLogger(log))
 	a, err := app.New(cfg, log)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return a.Run(ctx)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	hup := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-sig:
+				select {
+				case hup <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return a.Run(ctx, hup)
 }
 
 func check(args []string, stdout io.Writer) error {

@@ -57,6 +57,8 @@ type App struct {
 	http   *http.Server
 	admin  *http.Server
 
+	reloads *prometheus.CounterVec
+
 	started []func(context.Context) error // Stop funcs of started parts
 	closers []func()
 
@@ -73,6 +75,7 @@ type App struct {
 func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), startupOver: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reloads = newReloadMetric(a.reg)
 
 	issuers := cfg.Issuers
 	if cfg.Dev.Enabled {
@@ -350,15 +353,23 @@ func (a *App) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Run starts the app, waits for ctx to end, and stops within the configured
-// shutdown timeout.
-func (a *App) Run(ctx context.Context) error {
+// Run starts the app, runs Reload for every value on hup, waits for ctx to
+// end, and stops within the configured shutdown timeout.
+func (a *App) Run(ctx context.Context, hup <-chan struct{}) error {
 	if err := a.Start(ctx); err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.D())
 		defer cancel()
 		return errors.Join(err, a.Stop(sctx))
 	}
-	<-ctx.Done()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			_ = a.Reload(ctx) // logged and counted per part
+		}
+	}
 	a.log.Info("shutting down", "drain_timeout", a.cfg.Server.ShutdownTimeout.D())
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.D())
 	defer cancel()

@@ -300,3 +300,18 @@ func Check(cfg *config.Config) error {
 	}
 	return errors.Join(errs...)
 }
+
+// RedisLogger adapts go-redis's process-wide logger (connection errors
+// while Redis is down) to slog, so those lines are structured like the
+// rest. Install it once with redis.SetLogger from main.
+func RedisLogger(log *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return redisLogger{log}
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+}
