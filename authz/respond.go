@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"strings"
 
 	"github.com/tollgate-dev/tollgate/internal/reason"
 	"github.com/tollgate-dev/tollgate/jwks/keyring"
@@ -44,8 +45,11 @@ func (c *Checker) respond(ctx context.Context, req *Request, svc *Service, id *I
 	d.Upstream = make([]Header, 0, n)
 	if pol != nil {
 		for _, h := range pol.Headers {
-			if !c.reserved[h.Key] {
-				d.Upstream = append(d.Upstream, Header{Key: h.Key, Value: sanitize(h.Value)})
+			// Header names are case-insensitive: "X-User-Id" from a
+			// policy must not slip past the reserved "x-user-id".
+			k := lowerASCII(h.Key)
+			if !c.reserved[k] {
+				d.Upstream = append(d.Upstream, Header{Key: k, Value: sanitize(h.Value)})
 			}
 		}
 	}
@@ -80,8 +84,8 @@ func (c *Checker) respond(ctx context.Context, req *Request, svc *Service, id *I
 	}
 	if pol != nil {
 		for _, h := range pol.RequestHeadersToRemove {
-			if !c.reserved[h] {
-				remove = append(remove, h)
+			if k := lowerASCII(h); !c.reserved[k] {
+				remove = append(remove, k)
 			}
 		}
 		for _, h := range pol.ResponseHeadersToAdd {
@@ -149,4 +153,13 @@ func (c *Checker) unavailable(req *Request, svc *Service, code reason.Code) Deci
 	d := c.deny(req, svc, code, 503, "")
 	d.Response = append(d.Response, Header{Key: "retry-after", Value: "5"})
 	return d
+}
+
+// lowerASCII lower-cases a header name, allocating only when it has upper
+// case letters.
+func lowerASCII(s string) string {
+	if !hasUpper(s) {
+		return s
+	}
+	return strings.ToLower(s)
 }
