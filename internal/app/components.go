@@ -77,6 +77,7 @@ func KeyringConfig(cfg *config.Config) keyring.Config {
 		RotationPeriod: cfg.Keys.RotationPeriod.D(),
 		GracePeriod:    cfg.Keys.GracePeriod.D(),
 		PublishAhead:   cfg.Keys.PublishAhead.D(),
+		PollInterval:   cfg.Keys.PollInterval.D(),
 		BaseURL:        base,
 	}
 }

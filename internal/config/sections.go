@@ -205,6 +205,9 @@ func (c *Config) fillSections() {
 	if k.PublishAhead == 0 {
 		k.PublishAhead = Duration(10 * time.Minute)
 	}
+	if k.PollInterval == 0 {
+		k.PollInterval = Duration(5 * time.Second)
+	}
 	if k.Redis.Timeout == 0 {
 		k.Redis.Timeout = Duration(time.Second)
 	}
@@ -319,6 +322,9 @@ func (c *Config) validateSections(p *problems) {
 		}
 		if k.PublishAhead <= 0 {
 			p.add("keys.publish_ahead", "must be positive")
+		}
+		if k.PollInterval < Duration(100*time.Millisecond) {
+			p.add("keys.poll_interval", "must be at least 100ms")
 		}
 		if k.RotationPeriod <= k.PublishAhead {
 			p.add("keys.rotation_period", "must be longer than keys.publish_ahead")
