@@ -77,13 +77,17 @@ type InternalToken struct {
 // Keys configures Tollgate's own signing keys.
 type Keys struct {
 	// Store is file (default), redis or pkcs11.
-	Store          string    `yaml:"store"`
-	Dir            string    `yaml:"dir"` // file store; default ./keys
-	RotationPeriod Duration  `yaml:"rotation_period"`
-	GracePeriod    Duration  `yaml:"grace_period"`
-	PublishAhead   Duration  `yaml:"publish_ahead"`
-	Redis          KeysRedis `yaml:"redis"`
-	PKCS11         PKCS11    `yaml:"pkcs11"`
+	Store          string   `yaml:"store"`
+	Dir            string   `yaml:"dir"` // file store; default ./keys
+	RotationPeriod Duration `yaml:"rotation_period"`
+	GracePeriod    Duration `yaml:"grace_period"`
+	PublishAhead   Duration `yaml:"publish_ahead"`
+	// PollInterval is how often a running server re-reads the store, so
+	// a rotation or revocation made with `tollgate keys` (or by another
+	// replica, as a fallback to Redis pub/sub) takes effect. Default 5s.
+	PollInterval Duration  `yaml:"poll_interval"`
+	Redis        KeysRedis `yaml:"redis"`
+	PKCS11       PKCS11    `yaml:"pkcs11"`
 }
 
 // KeysRedis is the shared key store; private keys are sealed with a KEK.
