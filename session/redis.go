@@ -3,21 +3,17 @@ package session
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/tollgate-dev/tollgate/internal/redisclient"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -122,63 +118,13 @@ func NewRedis(cfg Config, opts ...Option) (*RedisStore, error) {
 	return s, nil
 }
 
-// newClient builds a UniversalClient: one address is a single node,
-// several a cluster, a master name sentinel.
+// newClient builds the shared Tollgate Redis client for rc.
 func newClient(rc RedisConfig) (redis.UniversalClient, error) {
-	var password string
-	if rc.PasswordFile != "" {
-		b, err := os.ReadFile(rc.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("redis.password_file: %w", err)
-		}
-		password = strings.TrimSpace(string(b))
-	}
-	var tlsConf *tls.Config
-	if rc.TLS.Enabled {
-		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
-		if rc.TLS.CAFile != "" {
-			pem, err := os.ReadFile(rc.TLS.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("redis.tls.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("redis.tls.ca_file: no PEM certificates")
-			}
-			tlsConf.RootCAs = pool
-		}
-		if len(rc.Addrs) == 1 && rc.MasterName == "" {
-			if host, _, err := net.SplitHostPort(rc.Addrs[0]); err == nil {
-				tlsConf.ServerName = host
-			}
-		}
-	}
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:      rc.Addrs,
-		MasterName: rc.MasterName,
-		Username:   rc.Username,
-		Password:   password,
-		DB:         rc.DB,
-		ClientName: "tollgate",
-		TLSConfig:  tlsConf,
-		// The per-call context deadline is the real bound; socket
-		// timeouts match it, dials get longer for background redials.
-		ContextTimeoutEnabled: true,
-		DialTimeout:           max(20*rc.Timeout, time.Second),
-		ReadTimeout:           rc.Timeout,
-		WriteTimeout:          rc.Timeout,
-		PoolTimeout:           rc.Timeout,
-		MinIdleConns:          2,
-		// One quick retry absorbs a pooled connection that died with
-		// a Redis restart.
-		MaxRetries:               2,
-		MinRetryBackoff:          time.Millisecond,
-		MaxRetryBackoff:          10 * time.Millisecond,
-		DialerRetries:            2,
-		DialerRetryTimeout:       10 * time.Millisecond,
-		DisableIdentity:          true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	}), nil
+	return redisclient.New(redisclient.Config{
+		Addrs: rc.Addrs, MasterName: rc.MasterName, Username: rc.Username,
+		PasswordFile: rc.PasswordFile, DB: rc.DB, TLS: rc.TLS.Enabled, CAFile: rc.TLS.CAFile,
+		Timeout: rc.Timeout,
+	})
 }
 
 func (s *RedisStore) recKey(h [32]byte) string        { return s.recPrefix + hashHex(h) }

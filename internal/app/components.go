@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/config"
+	"github.com/tollgate-dev/tollgate/internal/redisclient"
 	"github.com/tollgate-dev/tollgate/jwks/keyring"
 	"github.com/tollgate-dev/tollgate/policy"
 	"github.com/tollgate-dev/tollgate/session"
@@ -24,38 +23,11 @@ import (
 // NewRedisClient builds a go-redis UniversalClient: one address is a single
 // node, several a cluster, and master_name selects Sentinel.
 func NewRedisClient(r config.Redis) (redis.UniversalClient, error) {
-	opts := &redis.UniversalOptions{
-		Addrs:        r.Addrs,
-		MasterName:   r.MasterName,
-		Username:     r.Username,
-		DB:           r.DB,
-		DialTimeout:  max(r.Timeout.D(), 250*1e6),
-		ReadTimeout:  r.Timeout.D(),
-		WriteTimeout: r.Timeout.D(),
-	}
-	if r.PasswordFile != "" {
-		b, err := os.ReadFile(r.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("redis password_file: %w", err)
-		}
-		opts.Password = strings.TrimRight(string(b), "\r\n")
-	}
-	if r.TLS.Enabled {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if r.TLS.CAFile != "" {
-			pem, err := os.ReadFile(r.TLS.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("redis tls.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("redis tls.ca_file %s: no certificates", r.TLS.CAFile)
-			}
-			tc.RootCAs = pool
-		}
-		opts.TLSConfig = tc
-	}
-	return redis.NewUniversalClient(opts), nil
+	return redisclient.New(redisclient.Config{
+		Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username,
+		PasswordFile: r.PasswordFile, DB: r.DB, TLS: r.TLS.Enabled, CAFile: r.TLS.CAFile,
+		Timeout: r.Timeout.D(),
+	})
 }
 
 // KeyringConfig maps the internal_token and keys sections.
