@@ -280,25 +280,25 @@ func (e *Engine) reload(ctx context.Context, trigger string, b *bundle.Bundle) e
 // Status is a snapshot of the engine's loading state, for /readyz.
 type Status struct {
 	// Ready is true once a policy has been compiled and is serving.
-	Ready bool
+	Ready bool `json:"ready"`
 	// Generation counts successful loads; it is 0 before the first.
-	Generation uint64
+	Generation uint64 `json:"generation"`
 	// LoadedAt is when the serving generation was built.
-	LoadedAt time.Time
+	LoadedAt time.Time `json:"loaded_at"`
 	// LastReload is when the last load was attempted.
-	LastReload time.Time
+	LastReload time.Time `json:"last_reload"`
 	// LastError is the error of the last attempt (file:line: …), "" if it
 	// succeeded. A failed attempt leaves the previous generation serving.
-	LastError string
+	LastError string `json:"last_error"`
 	// Bundle is the state of the bundle source, nil without one.
-	Bundle *BundleStatus
+	Bundle *BundleStatus `json:"bundle,omitempty"`
 }
 
 // BundleStatus is the state of the bundle source.
 type BundleStatus struct {
-	ETag         string    // of the bundle serving, "" before the first
-	LastDownload time.Time // last successful poll (200 or 304)
-	LastError    string    // of the last poll, "" if it succeeded
+	ETag         string    `json:"etag"`          // of the bundle serving, "" before the first
+	LastDownload time.Time `json:"last_download"` // last successful poll (200 or 304)
+	LastError    string    `json:"last_error"`    // of the last poll, "" if it succeeded
 }
 
 // Status returns a snapshot of the loading state.

@@ -1,0 +1,5 @@
+package tollgate.authz
+
+default allow := false
+
+allow if input.identity.claims.roles[_] == "admin"
