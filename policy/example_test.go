@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -24,6 +25,9 @@ func exampleEngine(rego string, cfg policy.Config) (*policy.Engine, func()) {
 		panic(err)
 	}
 	cfg.Paths = []string{dir}
+	// Examples document shapes, not speed: a loaded CI machine running
+	// -race must not turn a first evaluation into a timeout.
+	cfg.Timeout = 10 * time.Second
 	e, err := policy.New(cfg, policy.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		panic(err)
