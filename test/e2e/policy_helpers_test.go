@@ -66,8 +66,16 @@ func polSection(paths []string, extra ...string) string {
 		quoted[i] = strconv.Quote(p)
 	}
 	s := "policy:\n  paths: [" + strings.Join(quoted, ", ") + "]\n"
+	hasTimeout := false
 	for _, e := range extra {
 		s += "  " + e + "\n"
+		hasTimeout = hasTimeout || strings.HasPrefix(e, "timeout:")
+	}
+	if !hasTimeout {
+		// The 50ms default is for production; a -race run on a loaded
+		// CI machine can deschedule one evaluation for longer, which
+		// would be a timeout deny in a test that expects none.
+		s += "  timeout: \"5s\"\n"
 	}
 	return s
 }
