@@ -67,8 +67,8 @@ func pipelineChecker(t *testing.T, pol PolicyEvaluator, m *fakeMinter, scfg Sess
 	}
 	opts := []Option{
 		WithSessions(fakeSessions{
-			sidAlice: session.Record{IDHash: "hash-alice", Subject: "alice", Claims: map[string]any{"roles": []any{"admin"}}},
-			sidDown:  reason.Wrap(reason.SessionStoreUnavailable, errors.New("redis: connection refused")),
+			sidAlice:  session.Record{IDHash: "hash-alice", Subject: "alice", Claims: map[string]any{"roles": []any{"admin"}}},
+			sidDown:   reason.Wrap(reason.SessionStoreUnavailable, errors.New("redis: connection refused")),
 			"sid-old": reason.New(reason.SessionExpired),
 		}, scfg),
 		WithMinter(m, MintConfig{Header: "x-internal-jwt", ForJWT: true}),

@@ -120,13 +120,19 @@ func (is *issuer) Close(ctx context.Context) error {
 	return err
 }
 
+// benchRoles are user-n's roles, in its token and in its session: every
+// user is a reader, every other one a writer too.
+func benchRoles(n int) []string {
+	if n%2 == 0 {
+		return []string{"reader", "writer"}
+	}
+	return []string{"reader"}
+}
+
 // mint signs a token for user-n: iss is the issuer's own URL, aud "bench",
 // exp now+1h, and a "roles" array so claims_to_headers has a list to map.
 func (is *issuer) mint(n int, now time.Time) (string, error) {
-	roles := []string{"reader"}
-	if n%2 == 0 {
-		roles = append(roles, "writer")
-	}
+	roles := benchRoles(n)
 	tok, err := jwt.NewBuilder().
 		Issuer(is.URL).
 		Audience([]string{benchAudience}).

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,13 +22,17 @@ import (
 	"github.com/tollgate-dev/tollgate/test/load/internal/loopback"
 )
 
-// target is one ext_authz server under test plus what is known about it for
-// cost accounting.
+// target is one ext_authz server under test, what to send it, and what is
+// known about it for cost accounting.
 type target struct {
 	Name       string
 	Addr       string // gRPC host:port, loopback only
 	MetricsURL string // "" disables allocation accounting
 	PID        int    // 0 disables server CPU and RSS accounting
+	// Src is the traffic runMatrix sends: bearer JWTs, or session cookies.
+	Src *requestSource
+	// Redis is the Redis the server uses; nil disables Redis accounting.
+	Redis *redisProbe
 
 	conns   []*grpc.ClientConn
 	clients []authv3.AuthorizationClient
@@ -311,6 +319,17 @@ type runResult struct {
 	Mallocs   float64 // server heap allocations during the window, scrape cost removed
 	HaveAlloc bool
 	ClientCPU time.Duration
+
+	// RedisRT is the server's own count of Redis round trips in the
+	// window (tollgate_session_redis_round_trips_total), HaveRT false
+	// when it exports none.
+	RedisRT float64
+	HaveRT  bool
+	// Redis is what Redis itself counted in the window (INFO
+	// commandstats, the probe's own INFO removed) and its CPU; HaveRedis
+	// false without a probe.
+	Redis     redisDelta
+	HaveRedis bool
 }
 
 // add accumulates another slice of the same phase on the same server.
@@ -334,6 +353,22 @@ func (r *runResult) add(o runResult) {
 	r.Mallocs += o.Mallocs
 	r.HaveAlloc = r.HaveAlloc && o.HaveAlloc
 	r.ClientCPU += o.ClientCPU
+	r.RedisRT += o.RedisRT
+	r.HaveRT = r.HaveRT && o.HaveRT
+	r.HaveRedis = r.HaveRedis && o.HaveRedis
+	r.Redis.Calls += o.Redis.Calls
+	r.Redis.CPU += o.Redis.CPU
+	r.Redis.HasCPU = r.Redis.HasCPU && o.Redis.HasCPU
+	if len(o.Redis.ByCmd) > 0 {
+		byCmd := maps.Clone(r.Redis.ByCmd)
+		if byCmd == nil {
+			byCmd = map[string]float64{}
+		}
+		for k, v := range o.Redis.ByCmd {
+			byCmd[k] += v
+		}
+		r.Redis.ByCmd = byCmd
+	}
 }
 
 func (r runResult) perCheck(v float64) float64 {
@@ -364,6 +399,54 @@ func (r runResult) ClientCPUPerCheck() float64 {
 	return r.perCheck(float64(r.ClientCPU) / float64(time.Microsecond))
 }
 
+// RedisRTPerCheck is Redis round trips per Check as the server counted
+// them, NaN when unknown.
+func (r runResult) RedisRTPerCheck() float64 {
+	if !r.HaveRT {
+		return math.NaN()
+	}
+	return r.perCheck(r.RedisRT)
+}
+
+// RedisCallsPerCheck is Redis commands per Check from INFO commandstats,
+// including the commands Lua scripts run inside Redis; NaN without a probe.
+func (r runResult) RedisCallsPerCheck() float64 {
+	if !r.HaveRedis {
+		return math.NaN()
+	}
+	return r.perCheck(r.Redis.Calls)
+}
+
+// RedisCPUPerCheck is redis-server CPU µs per Check, NaN when unknown.
+func (r runResult) RedisCPUPerCheck() float64 {
+	if !r.HaveRedis || !r.Redis.HasCPU {
+		return math.NaN()
+	}
+	return r.perCheck(float64(r.Redis.CPU) / float64(time.Microsecond))
+}
+
+// redisByCmd formats the per-command Redis calls per Check, busiest
+// first, for the log.
+func (r runResult) redisByCmd() string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var l []kv
+	for k, v := range r.Redis.ByCmd {
+		l = append(l, kv{k, v})
+	}
+	slices.SortFunc(l, func(a, b kv) int { return cmp.Or(cmp.Compare(b.v, a.v), cmp.Compare(a.k, b.k)) })
+	var sb strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "%s=%s", e.k, fmtFloat(r.perCheck(e.v), 3))
+	}
+	return sb.String()
+}
+
 // measure runs a warm-up phase (same spec, not recorded), then the measured
 // phase, reading the server's CPU and allocation counters right around it.
 //
@@ -381,13 +464,20 @@ func measure(ctx context.Context, hc *http.Client, t *target, src *requestSource
 		}
 	}
 
-	var m0, m1 float64
+	var m0, m1 serverCounters
 	if t.MetricsURL != "" {
 		var err error
-		if m0, err = scrapeMallocs(ctx, hc, t.MetricsURL); err != nil {
+		if m0, err = scrapeCounters(ctx, hc, t.MetricsURL); err != nil {
 			return r, err
 		}
-		if m1, err = scrapeMallocs(ctx, hc, t.MetricsURL); err != nil {
+		if m1, err = scrapeCounters(ctx, hc, t.MetricsURL); err != nil {
+			return r, err
+		}
+	}
+	var redis0 redisSnapshot
+	if t.Redis != nil {
+		var err error
+		if redis0, err = t.Redis.snapshot(ctx); err != nil {
 			return r, err
 		}
 	}
@@ -421,12 +511,22 @@ func measure(ctx context.Context, hc *http.Client, t *target, src *requestSource
 		}
 		r.ServerCPU, r.HaveCPU = cpu1-cpu0, true
 	}
-	if t.MetricsURL != "" {
-		m2, err := scrapeMallocs(ctx, hc, t.MetricsURL)
+	if t.Redis != nil {
+		redis1, err := t.Redis.snapshot(ctx)
 		if err != nil {
 			return r, err
 		}
-		r.Mallocs, r.HaveAlloc = max(m2-m1-(m1-m0), 0), true
+		r.Redis, r.HaveRedis = redis0.delta(redis1), true
+	}
+	if t.MetricsURL != "" {
+		m2, err := scrapeCounters(ctx, hc, t.MetricsURL)
+		if err != nil {
+			return r, err
+		}
+		r.Mallocs, r.HaveAlloc = max(m2.Mallocs-m1.Mallocs-(m1.Mallocs-m0.Mallocs), 0), true
+		if m1.HaveRT && m2.HaveRT {
+			r.RedisRT, r.HaveRT = m2.RedisRT-m1.RedisRT, true
+		}
 	}
 	return r, nil
 }

@@ -9,15 +9,20 @@
 //
 // Default (orchestrated) mode:
 //
-//	go run ./test/load -tollgate bin/tollgate -null bin/nullauthz [-duration 10s]
+//	go run ./test/load -tollgate bin/tollgate -null bin/nullauthz [-duration 10s] [-servers LIST]
 //
-// starts an in-process JWKS issuer, writes a Tollgate config trusting it,
-// starts Tollgate and two nullauthz floors (grpc's proto codec and
-// internal/vtcodec), runs closed-loop and fixed-rate phases against each,
-// and prints Checks/s, latency percentiles, server CPU µs and allocations
-// per Check, and each server's CPU relative to the null-proto floor. A
-// memory phase then cycles 100,000 distinct tokens through Tollgate and
-// samples its RSS. -tollgate "" or -null "" skips those servers.
+// starts an in-process JWKS issuer and the server rows of -servers (default
+// all): two nullauthz floors (grpc's proto codec and internal/vtcodec) and
+// four Tollgate configurations, each its own process with a generated
+// config: JWT only; JWT plus a role-based Rego policy; Redis sessions with
+// internal-token minting, without and with the local session cache (a
+// redis-server of its own, sessions created through the admin API). It
+// runs closed-loop and fixed-rate phases against each and prints Checks/s,
+// latency percentiles, server CPU µs and allocations per Check, Redis round
+// trips, commands and CPU per Check, and each server's CPU relative to the
+// null-proto floor, which always runs. A memory phase then cycles 100,000
+// distinct tokens through Tollgate and samples its RSS. -tollgate "" skips
+// the Tollgate rows.
 //
 // Ad-hoc mode (-addr) measures an already running server instead; -pid and
 // -metrics-url enable the CPU and allocation columns.
@@ -38,8 +43,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,8 +72,11 @@ func main() {
 // options are the parsed flags. Defaults are documented in the flag
 // definitions in parseFlags.
 type options struct {
-	Tollgate string
-	Null     string
+	Tollgate    string
+	Null        string
+	Servers     []string // rows to run, in report order; always holds the floor
+	RedisServer string
+	Sessions    int
 
 	Duration     time.Duration
 	Warmup       time.Duration
@@ -103,7 +111,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.Tollgate, "tollgate", "", `path to the tollgate binary, started as "serve --config FILE"; "" skips Tollgate`)
-	fs.StringVar(&o.Null, "null", "", `path to the nullauthz binary (the floor); "" skips the null servers`)
+	fs.StringVar(&o.Null, "null", "", "path to the nullauthz binary; required in orchestrated mode, null-proto is the floor of every row")
+	servers := fs.String("servers", strings.Join(allRows, ","), "comma-separated server rows to run; "+floorName+" (the floor) is always added")
+	fs.StringVar(&o.RedisServer, "redis-server", defaultRedisServer, "redis-server binary, started on a loopback port for the session rows; missing is an error when they run")
+	fs.IntVar(&o.Sessions, "sessions", 1000, "sessions created through the admin API and cycled in the session rows")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured duration of each phase")
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "unmeasured warm-up before each phase, same load shape")
 	fs.IntVar(&o.Rounds, "rounds", 2, "split each phase into this many slices alternated across servers, to spread machine noise evenly")
@@ -137,8 +148,49 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.Concurrency, err = parseInts(*concurrency); err != nil {
 		return nil, fmt.Errorf("-concurrency: %w", err)
 	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if err := o.selectServers(*servers, explicit["servers"]); err != nil {
+		return nil, err
+	}
 	return o, o.validate()
 }
+
+// selectServers sets o.Servers from the -servers list. Without -tollgate the
+// Tollgate rows of the default list are dropped; naming one explicitly is
+// an error. The floor is added when missing: every row's CPU ×floor needs
+// it measured in the same run.
+func (o *options) selectServers(list string, explicit bool) error {
+	if o.Addr != "" {
+		if explicit {
+			return errors.New("-servers selects orchestrated rows; it cannot be combined with -addr")
+		}
+		return nil
+	}
+	rows, err := parseServers(list)
+	if err != nil {
+		return fmt.Errorf("-servers: %w", err)
+	}
+	if o.Tollgate == "" {
+		var kept []string
+		for _, r := range rows {
+			if isNullRow(r) {
+				kept = append(kept, r)
+			} else if explicit {
+				return fmt.Errorf("-servers: %s needs -tollgate", r)
+			}
+		}
+		rows = kept
+	}
+	if !slices.Contains(rows, floorName) {
+		rows = append([]string{floorName}, rows...)
+	}
+	o.Servers = rows
+	return nil
+}
+
+// sessionRows reports whether any session row runs.
+func (o *options) sessionRows() bool { return slices.ContainsFunc(o.Servers, isSessionRow) }
 
 func parseInts(s string) ([]int, error) {
 	var out []int
@@ -162,8 +214,11 @@ func (o *options) validate() error {
 	bad := func(flag string, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("-%s: "+format, append([]any{flag}, a...)...))
 	}
-	if o.Addr == "" && o.Tollgate == "" && o.Null == "" {
-		errs = append(errs, errors.New("nothing to measure: give -tollgate and/or -null, or -addr"))
+	if o.Addr == "" && o.Null == "" {
+		errs = append(errs, errors.New("nothing to measure: give -null (the floor) and -tollgate, or -addr"))
+	}
+	if o.Addr == "" && o.sessionRows() && (o.Sessions < 1 || o.Sessions > 100_000) {
+		bad("sessions", "%d: want [1, 100000]", o.Sessions)
 	}
 	if o.Addr != "" {
 		if o.Tollgate != "" || o.Null != "" {
@@ -291,73 +346,22 @@ func runBench(ctx context.Context, o *options, hc *http.Client, stdout io.Writer
 		return err
 	}
 
-	// Servers are stopped in reverse start order on every return path.
-	var servers []*server
+	// Every process is stopped in reverse start order on every return
+	// path, including a failed start.
+	var fl *fleet
 	defer func() {
-		for i := len(servers) - 1; i >= 0; i-- {
-			if serr := servers[i].stop(); serr != nil {
-				logger.Warn("stop server", "server", servers[i].Name, "err", serr)
-			}
+		if fl != nil {
+			fl.stop(logger)
 		}
 	}()
-
-	if o.Null != "" {
-		s, err := startNull(ctx, hc, o.Null, "proto", filepath.Join(dir, "null-proto.log"), o.ReadyTimeout)
-		if err != nil {
-			return err
-		}
-		servers = append(servers, s)
-		s, err = startNull(ctx, hc, o.Null, "vt", filepath.Join(dir, "null-vt.log"), o.ReadyTimeout)
-		switch {
-		case errors.Is(err, errNoVT):
-			logger.Warn("skipping null-vt: build nullauthz with -tags vtprotobuf to measure internal/vtcodec")
-		case err != nil:
-			return err
-		default:
-			servers = append(servers, s)
-		}
+	if fl, err = startFleet(ctx, o, hc, dir, is, src, logger); err != nil {
+		return err
+	}
+	if len(o.Servers) < len(allRows) {
+		logger.Info("server rows", "servers", strings.Join(o.Servers, ","))
 	}
 
-	var tg *server
-	if o.Tollgate != "" {
-		grpcAddr, err := freeLoopbackAddr(ctx)
-		if err != nil {
-			return err
-		}
-		httpAddr, err := freeLoopbackAddr(ctx)
-		if err != nil {
-			return err
-		}
-		cfgPath := filepath.Join(dir, "tollgate.yaml")
-		if err := os.WriteFile(cfgPath, tollgateConfig(grpcAddr, httpAddr, is.URL, is.JWKSURL), 0o644); err != nil {
-			return err
-		}
-		if tg, err = startTollgate(ctx, hc, o.Tollgate, cfgPath, grpcAddr, httpAddr, filepath.Join(dir, "tollgate.log"), o.ReadyTimeout); err != nil {
-			return err
-		}
-		servers = append(servers, tg)
-	}
-
-	targets := make([]*target, 0, len(servers))
-	defer func() {
-		for _, t := range targets {
-			t.close()
-		}
-	}()
-	var tgTarget *target
-	for _, s := range servers {
-		t := s.target()
-		if err := t.dial(ctx, o.Conns); err != nil {
-			return err
-		}
-		targets = append(targets, t)
-		if s == tg {
-			tgTarget = t
-		}
-		logger.Info("server ready", "server", s.Name, "pid", s.PID, "grpc", s.GRPCAddr, "http", s.HTTPAddr, "log", s.LogPath)
-	}
-
-	rows, err := runMatrix(ctx, hc, targets, src, o.specs(), o.Warmup, o.Rounds, logger)
+	rows, err := runMatrix(ctx, hc, fl.targets, o.specs(), o.Warmup, o.Rounds, logger)
 	if err != nil {
 		return err
 	}
@@ -368,10 +372,10 @@ func runBench(ctx context.Context, o *options, hc *http.Client, stdout io.Writer
 	var mem *memResult
 	switch {
 	case o.MemDuration == 0:
-	case tgTarget == nil:
-		logger.Info("memory phase skipped: it runs against Tollgate only (-tollgate)")
+	case fl.memTarget == nil:
+		logger.Info("memory phase skipped: it runs against a Tollgate row taking JWTs (tollgate or tollgate+policy)")
 	default:
-		if mem, err = memoryPhase(ctx, o, is, tgTarget, logger); err != nil {
+		if mem, err = memoryPhase(ctx, o, is, fl.memTarget, logger); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout)
@@ -406,12 +410,13 @@ func memoryPhase(ctx context.Context, o *options, is *issuer, t *target, logger 
 }
 
 // runMatrix runs every phase against every target, phase-major: all servers
-// see one load shape back to back. With rounds > 1 each phase is cut into
-// that many slices, alternated across servers (A B C A B C) and summed, so
-// drift in machine noise during the run lands on the compared rows roughly
-// equally instead of on whichever server happened to run last. Only the
-// first slice of each phase is preceded by a warm-up.
-func runMatrix(ctx context.Context, hc *http.Client, targets []*target, src *requestSource, specs []loadSpec, warmup time.Duration, rounds int, logger *slog.Logger) ([]runResult, error) {
+// see one load shape back to back, each with its own traffic (t.Src). With
+// rounds > 1 each phase is cut into that many slices, alternated across
+// servers (A B C A B C) and summed, so drift in machine noise during the
+// run lands on the compared rows roughly equally instead of on whichever
+// server happened to run last. Only the first slice of each phase is
+// preceded by a warm-up.
+func runMatrix(ctx context.Context, hc *http.Client, targets []*target, specs []loadSpec, warmup time.Duration, rounds int, logger *slog.Logger) ([]runResult, error) {
 	rounds = max(rounds, 1)
 	var rows []runResult
 	for _, spec := range specs {
@@ -425,7 +430,7 @@ func runMatrix(ctx context.Context, hc *http.Client, targets []*target, src *req
 				w = warmup
 			}
 			for i, t := range targets {
-				r, err := measure(ctx, hc, t, src, slice, w)
+				r, err := measure(ctx, hc, t, t.Src, slice, w)
 				if err != nil {
 					return rows, err
 				}
@@ -439,6 +444,12 @@ func runMatrix(ctx context.Context, hc *http.Client, targets []*target, src *req
 				"server_cpu_us_per_check", fmtFloat(r.ServerCPUPerCheck(), 1), "errors", r.Load.Errors}
 			if spec.Mode == modeFixed {
 				attrs = append(attrs, "send_lag_p99", r.Load.Lag.quantile(0.99))
+			}
+			if r.HaveRT {
+				attrs = append(attrs, "redis_rt_per_check", fmtFloat(r.RedisRTPerCheck(), 3))
+			}
+			if r.HaveRedis {
+				attrs = append(attrs, "redis_cmds_per_check", r.redisByCmd())
 			}
 			logger.Info("phase done", attrs...)
 			if r.Load.FirstErr != nil {
@@ -472,12 +483,12 @@ func runAdhoc(ctx context.Context, o *options, hc *http.Client, stdout io.Writer
 	if err != nil {
 		return err
 	}
-	t := &target{Name: o.Name, Addr: o.Addr, MetricsURL: o.MetricsURL, PID: o.PID}
+	t := &target{Name: o.Name, Addr: o.Addr, MetricsURL: o.MetricsURL, PID: o.PID, Src: src}
 	if err := t.dial(ctx, o.Conns); err != nil {
 		return err
 	}
 	defer t.close()
-	rows, err := runMatrix(ctx, hc, []*target{t}, src, o.specs(), o.Warmup, o.Rounds, logger)
+	rows, err := runMatrix(ctx, hc, []*target{t}, o.specs(), o.Warmup, o.Rounds, logger)
 	if err != nil {
 		return err
 	}

@@ -117,50 +117,104 @@ func selfCPU() (time.Duration, error) {
 // client_golang's Go collector.
 const mallocsMetric = "go_memstats_mallocs_total"
 
-// scrapeMallocs fetches a Prometheus text exposition and returns
-// go_memstats_mallocs_total. A line scan is enough for one unlabelled
-// counter and avoids depending on the exposition-format parser.
-func scrapeMallocs(ctx context.Context, hc *http.Client, url string) (float64, error) {
+// redisRTMetric is Tollgate's count of session-store Redis round trips,
+// one series per operation.
+const redisRTMetric = "tollgate_session_redis_round_trips_total"
+
+// serverCounters are the counters read from one scrape of /metrics.
+type serverCounters struct {
+	Mallocs float64
+	// RedisRT sums redisRTMetric over its series; HaveRT is false when
+	// the server exports none (no Redis session store).
+	RedisRT float64
+	HaveRT  bool
+}
+
+// scrapeCounters fetches a Prometheus text exposition and reads
+// serverCounters from it.
+func scrapeCounters(ctx context.Context, hc *http.Client, url string) (serverCounters, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return serverCounters{}, err
 	}
 	// Ask for the text format explicitly; newer servers may otherwise
 	// negotiate protobuf or OpenMetrics.
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, err
+		return serverCounters{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return serverCounters{}, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	v, err := findMetric(io.LimitReader(resp.Body, 16<<20), mallocsMetric)
+	c, err := parseCounters(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return 0, fmt.Errorf("GET %s: %w", url, err)
+		return serverCounters{}, fmt.Errorf("GET %s: %w", url, err)
 	}
-	return v, nil
+	return c, nil
 }
 
-func findMetric(r io.Reader, name string) (float64, error) {
+// parseCounters reads the unlabelled go_memstats_mallocs_total (required)
+// and the sum of every tollgate_session_redis_round_trips_total series. A
+// line scan is enough for two counters and avoids depending on the
+// exposition-format parser.
+func parseCounters(r io.Reader) (serverCounters, error) {
+	var c serverCounters
+	haveMallocs := false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ') {
-			continue // a comment, another metric with this prefix, or a labelled series
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
+		if rest, ok := strings.CutPrefix(line, mallocsMetric); ok && !haveMallocs {
+			if v, ok, err := sampleValue(rest, false); err != nil {
+				return c, fmt.Errorf("%s: %w", mallocsMetric, err)
+			} else if ok {
+				c.Mallocs, haveMallocs = v, true
+			}
 			continue
 		}
-		return strconv.ParseFloat(f[0], 64)
+		if rest, ok := strings.CutPrefix(line, redisRTMetric); ok {
+			if v, ok, err := sampleValue(rest, true); err != nil {
+				return c, fmt.Errorf("%s: %w", redisRTMetric, err)
+			} else if ok {
+				c.RedisRT += v
+				c.HaveRT = true
+			}
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return c, err
 	}
-	return 0, fmt.Errorf("metric %s not found", name)
+	if !haveMallocs {
+		return c, fmt.Errorf("metric %s not found", mallocsMetric)
+	}
+	return c, nil
+}
+
+// sampleValue parses what follows a metric name on a sample line: optional
+// labels (only when labelled is true), then the value. ok is false when
+// the line is another metric that shares the prefix, or a labelled series
+// where an unlabelled one is wanted.
+func sampleValue(rest string, labelled bool) (v float64, ok bool, err error) {
+	switch {
+	case strings.HasPrefix(rest, "{"):
+		if !labelled {
+			return 0, false, nil
+		}
+		i := strings.LastIndexByte(rest, '}')
+		if i < 0 {
+			return 0, false, errors.New("unterminated labels")
+		}
+		rest = rest[i+1:]
+	case rest != "" && rest[0] != ' ':
+		return 0, false, nil // a longer metric name with this prefix
+	}
+	f := strings.Fields(rest)
+	if len(f) == 0 {
+		return 0, false, nil
+	}
+	v, err = strconv.ParseFloat(f[0], 64)
+	return v, err == nil, err
 }

@@ -71,19 +71,28 @@ func TestParseProcStatus(t *testing.T) {
 	}
 }
 
-func TestFindMetric(t *testing.T) {
+func TestParseCounters(t *testing.T) {
 	t.Parallel()
 	exposition := `# HELP go_memstats_mallocs_total Total number of heap objects allocated.
 # TYPE go_memstats_mallocs_total counter
 go_memstats_mallocs_total_other 1
 go_memstats_mallocs_total{shard="a"} 2
 go_memstats_mallocs_total 1.234567e+06
+# TYPE tollgate_session_redis_round_trips_total counter
+tollgate_session_redis_round_trips_total{op="create",store="redis"} 3000
+tollgate_session_redis_round_trips_total{op="lookup",store="redis"} 41250
+tollgate_session_redis_round_trips_total_bogus 7
 `
-	got, err := findMetric(strings.NewReader(exposition), mallocsMetric)
-	if err != nil || got != 1234567 {
-		t.Errorf("findMetric() = %v, %v; want 1234567, nil", got, err)
+	got, err := parseCounters(strings.NewReader(exposition))
+	want := serverCounters{Mallocs: 1234567, RedisRT: 44250, HaveRT: true}
+	if err != nil || got != want {
+		t.Errorf("parseCounters() = %+v, %v; want %+v, nil", got, err, want)
 	}
-	if _, err := findMetric(strings.NewReader("up 1\n"), mallocsMetric); err == nil {
-		t.Errorf("findMetric(missing) error = nil; want error")
+	got, err = parseCounters(strings.NewReader("go_memstats_mallocs_total 5\n"))
+	if want := (serverCounters{Mallocs: 5}); err != nil || got != want {
+		t.Errorf("parseCounters(no Redis series) = %+v, %v; want %+v, nil", got, err, want)
+	}
+	if _, err := parseCounters(strings.NewReader("up 1\n")); err == nil {
+		t.Errorf("parseCounters(no mallocs) error = nil; want error")
 	}
 }

@@ -17,29 +17,43 @@ const floorName = "null-proto"
 // row's server CPU per Check with null-proto's in the same mode of the same
 // run, which cancels most machine noise and CPU-model differences.
 func printTable(w io.Writer, rows []runResult) error {
+	floor := floorCPU(rows)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\tmode\tChecks/s\tp50\tp90\tp99\tmax\terrors\tnon-OK\tsrv CPU µs/Check\tallocs/Check\tCPU ×floor\tredis RT/Check\tredis cmds/Check\tredis CPU µs/Check\tclient CPU µs/Check\t")
+	for _, r := range rows {
+		l := r.Load
+		ratio := ratioToFloor(floor, r)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.Server, r.Spec, l.rate(),
+			fmtLatency(l.Hist.quantile(0.50)), fmtLatency(l.Hist.quantile(0.90)),
+			fmtLatency(l.Hist.quantile(0.99)), fmtLatency(time.Duration(l.Hist.max)),
+			l.Errors, l.NonOK,
+			fmtFloat(r.ServerCPUPerCheck(), 1), fmtFloat(r.AllocsPerCheck(), 1),
+			fmtFloat(ratio, 2),
+			fmtFloat(r.RedisRTPerCheck(), 3), fmtFloat(r.RedisCallsPerCheck(), 3), fmtFloat(r.RedisCPUPerCheck(), 1),
+			fmtFloat(r.ClientCPUPerCheck(), 1))
+	}
+	return tw.Flush()
+}
+
+// floorCPU is the floor's server CPU µs per Check by phase.
+func floorCPU(rows []runResult) map[string]float64 {
 	floor := map[string]float64{}
 	for _, r := range rows {
 		if r.Server == floorName {
 			floor[r.Spec.String()] = r.ServerCPUPerCheck()
 		}
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tmode\tChecks/s\tp50\tp90\tp99\tmax\terrors\tnon-OK\tsrv CPU µs/Check\tallocs/Check\tCPU ×floor\tclient CPU µs/Check\t")
-	for _, r := range rows {
-		l := r.Load
-		ratio := math.NaN()
-		if f, ok := floor[r.Spec.String()]; ok && f > 0 {
-			ratio = r.ServerCPUPerCheck() / f
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t\n",
-			r.Server, r.Spec, l.rate(),
-			fmtLatency(l.Hist.quantile(0.50)), fmtLatency(l.Hist.quantile(0.90)),
-			fmtLatency(l.Hist.quantile(0.99)), fmtLatency(time.Duration(l.Hist.max)),
-			l.Errors, l.NonOK,
-			fmtFloat(r.ServerCPUPerCheck(), 1), fmtFloat(r.AllocsPerCheck(), 1),
-			fmtFloat(ratio, 2), fmtFloat(r.ClientCPUPerCheck(), 1))
+	return floor
+}
+
+// ratioToFloor is r's server CPU per Check over the floor's in the same
+// phase, NaN when either is unknown.
+func ratioToFloor(floor map[string]float64, r runResult) float64 {
+	if f, ok := floor[r.Spec.String()]; ok && f > 0 {
+		return r.ServerCPUPerCheck() / f
 	}
-	return tw.Flush()
+	return math.NaN()
 }
 
 // printMemory writes the memory scenario's samples and maxima.
@@ -91,7 +105,13 @@ type jsonRow struct {
 	NonOK          int64    `json:"non_ok"`
 	ServerCPUusPer *float64 `json:"server_cpu_us_per_check"`
 	AllocsPer      *float64 `json:"allocs_per_check"`
+	CPUxFloor      *float64 `json:"cpu_x_floor"`
 	ClientCPUusPer *float64 `json:"client_cpu_us_per_check"`
+	// Redis figures are omitted for rows that use no Redis.
+	RedisRTPer    *float64           `json:"redis_round_trips_per_check,omitempty"`
+	RedisCallsPer *float64           `json:"redis_commands_per_check,omitempty"`
+	RedisCallsBy  map[string]float64 `json:"redis_commands_per_check_by_command,omitempty"`
+	RedisCPUusPer *float64           `json:"redis_cpu_us_per_check,omitempty"`
 }
 
 type jsonMemory struct {
@@ -128,6 +148,7 @@ func writeJSON(path string, rows []runResult, mem *memResult) error {
 		Rows   []jsonRow   `json:"rows"`
 		Memory *jsonMemory `json:"memory,omitempty"`
 	}{When: time.Now().UTC()}
+	floor := floorCPU(rows)
 	for _, r := range rows {
 		l := r.Load
 		out.Rows = append(out.Rows, jsonRow{
@@ -135,8 +156,19 @@ func writeJSON(path string, rows []runResult, mem *memResult) error {
 			P50us: us(l.Hist.quantile(0.5)), P90us: us(l.Hist.quantile(0.9)), P99us: us(l.Hist.quantile(0.99)),
 			MaxUs: us(time.Duration(l.Hist.max)), Errors: l.Errors, NonOK: l.NonOK,
 			ServerCPUusPer: finite(r.ServerCPUPerCheck()), AllocsPer: finite(r.AllocsPerCheck()),
+			CPUxFloor:      finite(ratioToFloor(floor, r)),
 			ClientCPUusPer: finite(r.ClientCPUPerCheck()),
+			RedisRTPer:     finite(r.RedisRTPerCheck()),
+			RedisCallsPer:  finite(r.RedisCallsPerCheck()),
+			RedisCPUusPer:  finite(r.RedisCPUPerCheck()),
 		})
+		if r.HaveRedis && len(r.Redis.ByCmd) > 0 {
+			by := map[string]float64{}
+			for k, v := range r.Redis.ByCmd {
+				by[k] = r.perCheck(v)
+			}
+			out.Rows[len(out.Rows)-1].RedisCallsBy = by
+		}
 		if r.Spec.Mode == modeFixed && l.Lag != nil {
 			out.Rows[len(out.Rows)-1].SendLagP99us = finite(us(l.Lag.quantile(0.99)))
 		}

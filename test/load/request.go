@@ -23,25 +23,46 @@ const (
 )
 
 // requestSource holds everything workers need to produce distinct,
-// Envoy-shaped CheckRequests without allocating on the hot path: the bearer
-// header values and request IDs are built once, up front.
+// Envoy-shaped CheckRequests without allocating on the hot path: the
+// credential header values and request IDs are built once, up front.
 type requestSource struct {
-	bearers []string // "Bearer <jwt>", cycled by send index
-	ids     []string // request IDs, cycled by send index
+	// credHeader carries the credential: "authorization" for bearer
+	// tokens, "cookie" for sessions.
+	credHeader string
+	creds      []string // credHeader values, cycled by send index
+	ids        []string // request IDs, cycled by send index
 }
 
-// newRequestSource prepares bearer values for tokens. The IDs come from a
-// fixed seed so runs are reproducible.
+// newRequestSource prepares "authorization: Bearer <jwt>" values for
+// tokens. The IDs come from a fixed seed so runs are reproducible.
 func newRequestSource(tokens []string) (*requestSource, error) {
-	if len(tokens) == 0 {
-		return nil, fmt.Errorf("no tokens")
+	creds := make([]string, len(tokens))
+	for i, t := range tokens {
+		creds[i] = "Bearer " + t
+	}
+	return newSource("authorization", creds)
+}
+
+// newSessionSource prepares the cookie header a browser holding session id
+// would send: the session cookie after an unrelated one, so Tollgate has to
+// find it and pass the other cookie upstream. There is no authorization
+// header.
+func newSessionSource(cookieName string, ids []string) (*requestSource, error) {
+	creds := make([]string, len(ids))
+	for i, id := range ids {
+		creds[i] = "lang=en-GB; " + cookieName + "=" + id
+	}
+	return newSource("cookie", creds)
+}
+
+func newSource(credHeader string, creds []string) (*requestSource, error) {
+	if len(creds) == 0 {
+		return nil, fmt.Errorf("no credentials")
 	}
 	s := &requestSource{
-		bearers: make([]string, len(tokens)),
-		ids:     make([]string, numRequestIDs),
-	}
-	for i, t := range tokens {
-		s.bearers[i] = "Bearer " + t
+		credHeader: credHeader,
+		creds:      creds,
+		ids:        make([]string, numRequestIDs),
 	}
 	rng := rand.New(rand.NewPCG(0x7011, 0x6a7e))
 	for i := range s.ids {
@@ -69,12 +90,12 @@ func (s *requestSource) builder(w int) *reqBuilder {
 	h := &authv3.AttributeContext_HttpRequest{
 		Method: "GET",
 		Headers: map[string]string{
-			":authority":    benchAuthority,
-			":method":       "GET",
-			":path":         benchPath,
-			"x-request-id":  s.ids[0],
-			"user-agent":    benchUserAgent,
-			"authorization": s.bearers[0],
+			":authority":   benchAuthority,
+			":method":      "GET",
+			":path":        benchPath,
+			"x-request-id": s.ids[0],
+			"user-agent":   benchUserAgent,
+			s.credHeader:   s.creds[0],
 		},
 		Host:     benchAuthority,
 		Path:     benchPath,
@@ -96,13 +117,14 @@ func (s *requestSource) builder(w int) *reqBuilder {
 	}
 }
 
-// at rewrites the builder's request for send number i and returns it. Token
-// and ID are chosen by i, so a run cycles through every token in order.
+// at rewrites the builder's request for send number i and returns it. The
+// credential and the ID are chosen by i, so a run cycles through every
+// token (or session) in order.
 func (b *reqBuilder) at(i uint64) *authv3.CheckRequest {
 	id := b.src.ids[i%uint64(len(b.src.ids))]
 	b.http.Id = id
 	b.http.Headers["x-request-id"] = id
-	b.http.Headers["authorization"] = b.src.bearers[i%uint64(len(b.src.bearers))]
+	b.http.Headers[b.src.credHeader] = b.src.creds[i%uint64(len(b.src.creds))]
 	return b.req
 }
 

@@ -152,8 +152,9 @@ func (f *firstLine) Write(p []byte) (int, error) {
 // server is a started ext_authz server and where to reach it.
 type server struct {
 	*proc
-	GRPCAddr string
-	HTTPAddr string
+	GRPCAddr  string
+	HTTPAddr  string
+	AdminAddr string // session admin API; "" when off
 }
 
 // MetricsURL is the server's Prometheus endpoint.
@@ -230,10 +231,10 @@ func parseAddrLine(line string) (grpcAddr, httpAddr string, err error) {
 	return grpcAddr, httpAddr, nil
 }
 
-// startTollgate starts "bin serve --config cfgPath" and waits for /readyz on
-// httpAddr.
-func startTollgate(ctx context.Context, hc *http.Client, bin, cfgPath, grpcAddr, httpAddr, logPath string, readyTimeout time.Duration) (*server, error) {
-	p, err := startProc("tollgate", bin, []string{"serve", "--config", cfgPath}, logPath, nil)
+// startTollgate starts "bin serve --config cfgPath" as the row name and
+// waits for /readyz on httpAddr.
+func startTollgate(ctx context.Context, hc *http.Client, name, bin, cfgPath, grpcAddr, httpAddr, logPath string, readyTimeout time.Duration) (*server, error) {
+	p, err := startProc(name, bin, []string{"serve", "--config", cfgPath}, logPath, nil)
 	if err != nil {
 		return nil, err
 	}
