@@ -60,6 +60,10 @@ type Server struct {
 	StartupTimeout Duration `yaml:"startup_timeout"`
 	// AdminAddress serves the session admin API; empty disables it.
 	AdminAddress string `yaml:"admin_address"`
+	// Pprof mounts Go's profiling handlers under /debug/pprof/ on the HTTP
+	// listener. Default false: they expose internals, enable them only
+	// where the HTTP listener is private.
+	Pprof bool `yaml:"pprof"`
 	// MaxConcurrentStreams per gRPC connection; 0 means gRPC's default.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 }
