@@ -111,6 +111,8 @@ func serve(args []string, stderr io.Writer) error {
 		log.Warn("development mode: trusting the local dev issuer; never use in production",
 			"issuer", cfg.Dev.Issuer, "key_file", cfg.Dev.KeyFile)
 	}
+	gc, limit := app.TuneGC(cfg.Server, os.Getenv)
+	log.Info("memory", "gc_percent", gc, "memory_limit_mib", limit>>20)
 	redis.SetLogger(app.RedisLogger(log))
 	a, err := app.New(cfg, log)
 	if err != nil {

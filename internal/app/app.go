@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -385,4 +386,19 @@ func NewLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// TuneGC applies server.gc_percent and server.memory_limit_mib unless the
+// GOGC or GOMEMLIMIT environment variables already decided them. It
+// returns what is in force, for the start-up log.
+func TuneGC(s config.Server, getenv func(string) string) (gcPercent int, memLimit int64) {
+	gcPercent = -1
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(s.GCPercent)
+		gcPercent = s.GCPercent
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(s.MemoryLimitMiB) << 20)
+	}
+	return gcPercent, debug.SetMemoryLimit(-1)
 }

@@ -189,7 +189,11 @@ func (a *App) pipelineParts(cfg *config.Config, log *slog.Logger, reg prometheus
 			PreferJWT:             cfg.Sessions.Precedence == "jwt",
 			AnonymousOnStoreError: cfg.Sessions.OnStoreError == "anonymous",
 		}))
-		if cfg.Server.AdminAddress != "" {
+		switch {
+		case cfg.Server.AdminAddress != "" && cfg.Admin.TokenFile == "":
+			// The admin API never runs unauthenticated.
+			log.Warn("admin API not started: server.admin_address is set but admin.token_file is not")
+		case cfg.Server.AdminAddress != "":
 			tok, err := os.ReadFile(cfg.Admin.TokenFile)
 			if err != nil {
 				return nil, fmt.Errorf("admin.token_file: %w", err)

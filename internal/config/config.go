@@ -60,6 +60,15 @@ type Server struct {
 	StartupTimeout Duration `yaml:"startup_timeout"`
 	// AdminAddress serves the session admin API; empty disables it.
 	AdminAddress string `yaml:"admin_address"`
+	// GCPercent sets the Go GC target (GOGC). Default 300: Tollgate's live
+	// heap is small and every Check allocates, so the default of 100 made
+	// the collector a large share of a Check's CPU. MemoryLimitMiB bounds
+	// what this costs. The GOGC environment variable, when set, wins.
+	GCPercent int `yaml:"gc_percent"`
+	// MemoryLimitMiB is the Go soft memory limit (GOMEMLIMIT). Default:
+	// 48 MiB plus 1.5 × tokens.cache_max_bytes (144 MiB by default). The GOMEMLIMIT environment
+	// variable, when set, wins; set it to about 90% of a container's limit.
+	MemoryLimitMiB int `yaml:"memory_limit_mib"`
 	// Pprof mounts Go's profiling handlers under /debug/pprof/ on the HTTP
 	// listener. Default false: they expose internals, enable them only
 	// where the HTTP listener is private.
@@ -232,6 +241,12 @@ func (c *Config) DevIssuer() Issuer {
 
 // fill sets per-entry defaults that Default cannot know in advance.
 func (c *Config) fill() {
+	if c.Server.GCPercent == 0 {
+		c.Server.GCPercent = 300
+	}
+	if c.Server.MemoryLimitMiB == 0 {
+		c.Server.MemoryLimitMiB = 48 + int(3*c.Tokens.CacheMaxBytes/2>>20)
+	}
 	for i := range c.Issuers {
 		is := &c.Issuers[i]
 		if is.RefreshMin == 0 {
@@ -376,6 +391,12 @@ func (s Server) validate(p *problems) {
 	}
 	if s.StartupTimeout < 0 {
 		p.add("server.startup_timeout", "must not be negative")
+	}
+	if s.GCPercent < 0 {
+		p.add("server.gc_percent", "must not be negative")
+	}
+	if s.MemoryLimitMiB < 0 {
+		p.add("server.memory_limit_mib", "must not be negative")
 	}
 }
 

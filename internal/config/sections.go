@@ -373,7 +373,4 @@ func (c *Config) validateSections(p *problems) {
 			p.add("internal_token.enabled", "must be true when sessions are enabled: services behind Tollgate receive a minted JWT, never the session ID")
 		}
 	}
-	if c.Server.AdminAddress != "" && c.Admin.TokenFile == "" {
-		p.add("admin.token_file", "required when server.admin_address is set (the admin API never runs unauthenticated)")
-	}
 }
