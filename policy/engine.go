@@ -80,6 +80,7 @@ type Engine struct {
 	http     *http.Client
 	metrics  *metrics
 	dlog     *decisionLog
+	pool     *evalPool
 	cur      atomic.Pointer[generation]
 	status   atomic.Pointer[Status]
 	reloadMu sync.Mutex     // serialises builds and guards the fields below
@@ -107,6 +108,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	ver, _ := regoVersion(cfg.RegoVersion)
 	e := &Engine{
 		cfg:     cfg,
+		pool:    newEvalPool(),
 		regoVer: ver,
 		redact:  !cfg.ExposeCredentials,
 		log:     slog.Default(),
@@ -218,6 +220,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 		return nil
 	}
 	e.stopped = true
+	e.pool.close()
 	var err error
 	if e.started {
 		e.cancel()
@@ -354,8 +357,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
 		e.logDecision(start, in, q.text, res, err)
 		return res, nil
 	}
-	growStack()
-	res, err := q.eval(ctx, input, e.cfg.Timeout)
+	res, err := e.pool.eval(ctx, q, input, e.cfg.Timeout)
 	e.logDecision(start, in, q.text, res, err)
 	return res, err
 }
