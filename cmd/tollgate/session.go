@@ -65,7 +65,7 @@ func sessionCmd(args []string, stdout, stderr io.Writer) int {
 		fs.Var(&claimsJSON, "claim-json", "claim k=JSON value")
 		fs.Var(&meta, "meta", "metadata k=v")
 	}
-	pos, err := sessionParseArgs(fs, rest)
+	pos, err := parseInterspersed(fs, rest)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -229,23 +229,6 @@ func sessionClaims(plain, raw sessionKVList) (map[string]any, error) {
 		out[k] = x
 	}
 	return out, nil
-}
-
-// sessionParseArgs parses flags placed before, between or after the
-// positional arguments.
-func sessionParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }
 
 func sessionPrintJSON(w io.Writer, v any) int {
