@@ -117,9 +117,18 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.publishAhead, "publish-ahead", keyring.DefaultPublishAhead, "publish-ahead time")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the whole command")
 
-	// Flags may come before or after the positional KID.
+	// Flags may come before or after the positional KID. A kid is
+	// base64url and may start with "-": for revoke, the first argument
+	// that names no defined flag is the KID, not a flag error.
 	var pos []string
-	rest := args[1:]
+	var rest []string
+	for _, a := range args[1:] {
+		if cmd == "revoke" && len(pos) == 0 && isUndefinedFlag(fs, a) {
+			pos = append(pos, a)
+			continue
+		}
+		rest = append(rest, a)
+	}
 	for {
 		if err := fs.Parse(rest); err != nil {
 			fmt.Fprintf(stderr, "tollgate keys %s: %v\n%s", cmd, err, usage)
@@ -271,4 +280,15 @@ func openStore(f *flags) (keyring.Store, func(), error) {
 		return nil, nil, errors.New("--store is required (file, redis or pkcs11)")
 	}
 	return nil, nil, fmt.Errorf("--store %q: want file, redis or pkcs11", f.store)
+}
+
+// isUndefinedFlag reports whether a looks like a flag but names none of
+// fs's flags (e.g. a kid such as "-knavoGh0…").
+func isUndefinedFlag(fs *flag.FlagSet, a string) bool {
+	if len(a) < 2 || a[0] != '-' || a == "--" {
+		return false
+	}
+	name := strings.TrimLeft(a, "-")
+	name, _, _ = strings.Cut(name, "=")
+	return fs.Lookup(name) == nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"flag"
 	"net"
 	"os"
 	"os/exec"
@@ -186,4 +187,25 @@ func startRedis(t *testing.T) string {
 	}
 	t.Fatal("redis-server did not start")
 	return ""
+}
+
+func TestKIDStartingWithDashIsPositional(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.String("store", "", "")
+	for _, tt := range []struct {
+		arg  string
+		want bool
+	}{
+		{"-knavoGh0EJ9QHhmJPv5Epv9PWLjaeY3YuMCwmC_ZYs", true},
+		{"--store", false},
+		{"--store=file", false},
+		{"-store", false},
+		{"--", false},
+		{"abc", false},
+	} {
+		if got := isUndefinedFlag(fs, tt.arg); got != tt.want {
+			t.Errorf("isUndefinedFlag(%q) = %v; want %v", tt.arg, got, tt.want)
+		}
+	}
 }
