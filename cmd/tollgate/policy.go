@@ -249,8 +249,19 @@ func readPolicyConfig(path string) (policyConfig, error) {
 
 // parseInterspersed parses flags that may follow positional arguments
 // (`policy test dir -v`), returning the positional ones.
+//
+// Session IDs and kids are base64url and start with "-" about once in 64:
+// a long argument that names no defined flag is positional, not an error.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var rest []string
+	var rest, flags []string
+	for _, a := range args {
+		if name := strings.TrimLeft(a, "-"); a != name && len(name) >= 20 && !strings.Contains(name, "=") && fs.Lookup(name) == nil {
+			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+	}
+	args = flags
 	for {
 		if err := fs.Parse(args); err != nil {
 			return nil, err
