@@ -317,15 +317,3 @@ func (r *eventRecorder) has(kind EventKind, kid string) bool {
 	}
 	return false
 }
-
-func (r *eventRecorder) count(kind EventKind) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
