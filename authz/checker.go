@@ -185,7 +185,8 @@ type Checker struct {
 	// Headers only Tollgate may set: identity headers and the internal
 	// token. Policy output cannot touch them.
 	reserved map[string]bool
-	// anonRemove is what an anonymous request loses upstream.
+	// anonRemove is what an anonymous request loses upstream: every
+	// identity header and the internal-token header.
 	anonRemove []string
 
 	log     *slog.Logger

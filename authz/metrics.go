@@ -1,11 +1,13 @@
 package authz
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-dev/tollgate/internal/promreg"
 	"github.com/tollgate-dev/tollgate/internal/reason"
 )
 
@@ -43,12 +45,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"result"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.checks, m.duration} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
+	if err := promreg.RegisterAll(reg, m.checks, m.duration); err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
 	}
 	m.allowed = m.duration.WithLabelValues(resultAllowed)
 	m.denied = m.duration.WithLabelValues(resultDenied)

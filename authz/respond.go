@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/internal/reason"
@@ -54,15 +55,18 @@ func (c *Checker) respond(ctx context.Context, req *Request, svc *Service, id *I
 		}
 	}
 
-	// Removals: the credential and forgeable identity headers.
-	remove := d.Remove[:0]
-	if id.Type != Anonymous {
-		remove = append(remove, c.removeHeaders...)
+	// Removals: the credential and forgeable identity headers. The
+	// precomputed lists are shared, clipped so that an append copies
+	// rather than writes into them; the common case allocates nothing.
+	var remove []string
+	if id.Type == Anonymous {
+		remove = slices.Clip(c.anonRemove)
+	} else {
+		remove = slices.Clip(c.removeHeaders)
 	}
 	for _, ch := range c.claimHeaders {
 		if id.Type == Anonymous {
-			remove = append(remove, ch.Header)
-			continue
+			break // all in anonRemove
 		}
 		if v, ok := claimValue(claimOf(id, ch.Claim)); ok {
 			d.Upstream = append(d.Upstream, Header{Key: ch.Header, Value: v})
@@ -73,9 +77,10 @@ func (c *Checker) respond(ctx context.Context, req *Request, svc *Service, id *I
 		}
 	}
 	if c.minter != nil {
-		if internal != "" {
+		switch {
+		case internal != "":
 			d.Upstream = append(d.Upstream, Header{Key: c.mintCfg.Header, Value: internal})
-		} else {
+		case id.Type != Anonymous: // anonRemove has it already
 			remove = append(remove, c.mintCfg.Header)
 		}
 	}

@@ -1,10 +1,9 @@
 package jwks
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/promreg"
 )
 
 // metrics holds the Verifier's instruments. Every method is a no-op on a
@@ -54,21 +53,8 @@ func newMetrics(v *Verifier, r prometheus.Registerer) (*metrics, error) {
 		cacheHit:  cache.WithLabelValues("hit"),
 		cacheMiss: cache.WithLabelValues("miss"),
 	}
-	var errs []error
-	var registered []prometheus.Collector
-	for _, c := range []prometheus.Collector{fetches, cache, (*stateCollector)(v)} {
-		if err := r.Register(c); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		registered = append(registered, c)
-	}
-	if err := errors.Join(errs...); err != nil {
-		// Leave the registry as it was.
-		for _, c := range registered {
-			r.Unregister(c)
-		}
-		return nil, fmt.Errorf("registering metrics: %w", err)
+	if err := promreg.RegisterAll(r, fetches, cache, (*stateCollector)(v)); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

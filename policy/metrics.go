@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/promreg"
 )
 
 // metrics are the engine's Prometheus metrics. None is touched by Eval.
@@ -31,12 +33,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.reloads, m.lastSuccess, m.downloads} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("policy: metrics: %w", err)
-			}
-		}
+	if err := promreg.RegisterAll(reg, m.reloads, m.lastSuccess, m.downloads); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return m, nil
 }

@@ -1,11 +1,11 @@
 package session
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-dev/tollgate/internal/promreg"
 	"github.com/tollgate-dev/tollgate/internal/reason"
 )
 
@@ -111,20 +111,8 @@ func newMetrics(r prometheus.Registerer, store string, g gauges) (*metrics, erro
 			Help: "1 while the local cache is in use (invalidation subscription confirmed).",
 		}, g.cacheActive))
 	}
-	var errs []error
-	var registered []prometheus.Collector
-	for _, c := range collectors {
-		if err := r.Register(c); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		registered = append(registered, c)
-	}
-	if err := errors.Join(errs...); err != nil {
-		for _, c := range registered {
-			r.Unregister(c)
-		}
-		return nil, fmt.Errorf("session: registering metrics: %w", err)
+	if err := promreg.RegisterAll(r, collectors...); err != nil {
+		return nil, fmt.Errorf("session: %w", err)
 	}
 	return m, nil
 }

@@ -1,11 +1,11 @@
 package keyring
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/promreg"
 )
 
 // Mint results, the "result" label of tollgate_keyring_mints_total.
@@ -80,20 +80,8 @@ func newMetrics(k *Keyring, r prometheus.Registerer) (*metrics, error) {
 	}
 	storeErrors.WithLabelValues("load")
 	storeErrors.WithLabelValues("update")
-	var errs []error
-	var registered []prometheus.Collector
-	for _, c := range []prometheus.Collector{mints, cache, signing, rotations, revocations, storeErrors, (*stateCollector)(k)} {
-		if err := r.Register(c); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		registered = append(registered, c)
-	}
-	if err := errors.Join(errs...); err != nil {
-		for _, c := range registered {
-			r.Unregister(c)
-		}
-		return nil, fmt.Errorf("registering metrics: %w", err)
+	if err := promreg.RegisterAll(r, mints, cache, signing, rotations, revocations, storeErrors, (*stateCollector)(k)); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
