@@ -130,28 +130,8 @@ func tryStart(t *testing.T, dir, body string) (*tollgate, error) {
 	if err := os.WriteFile(tg.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("write config: %v", err)
 	}
-	tg.cmd = exec.Command(tollgateBin, "serve", "--config", tg.cfgPath)
-	tg.cmd.Stdout = io.Discard
-	tg.cmd.Stderr = tg.stderr
-	setDeathSignal(tg.cmd)
-	if err := tg.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", tollgateBin, err)
-	}
-	go func() {
-		_ = tg.cmd.Wait()
-		close(tg.done)
-	}()
-	if err := tg.waitReady(t); err != nil {
-		select {
-		case <-tg.done:
-		default:
-			_ = tg.cmd.Process.Kill()
-			<-tg.done
-		}
-		if strings.Contains(tg.stderr.String(), "address already in use") {
-			return nil, fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return nil, fmt.Errorf("%v\nconfig:\n%s\nstderr:\n%s", err, cfg, tg.stderr.String())
+	if err := tg.spawn(t, nil, cfg); err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() { tg.stop(t) })
 
@@ -299,4 +279,39 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 		t.Fatalf("tollgate %s: %v", strings.Join(args, " "), err)
 	}
 	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+// spawn starts `tollgate serve` on tg.cfgPath (holding cfg) with extra
+// environment variables and waits until it is ready. A failure to become
+// ready kills the process and returns an error wrapping errAddrInUse when
+// a port was taken meanwhile, so callers can retry on fresh ports.
+func (tg *tollgate) spawn(t *testing.T, env []string, cfg string) error {
+	t.Helper()
+	tg.cmd = exec.Command(tollgateBin, "serve", "--config", tg.cfgPath)
+	if len(env) > 0 {
+		tg.cmd.Env = append(os.Environ(), env...)
+	}
+	tg.cmd.Stdout = io.Discard
+	tg.cmd.Stderr = tg.stderr
+	setDeathSignal(tg.cmd)
+	if err := tg.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", tollgateBin, err)
+	}
+	go func() {
+		_ = tg.cmd.Wait()
+		close(tg.done)
+	}()
+	if err := tg.waitReady(t); err != nil {
+		select {
+		case <-tg.done:
+		default:
+			_ = tg.cmd.Process.Kill()
+			<-tg.done
+		}
+		if strings.Contains(tg.stderr.String(), "address already in use") {
+			return fmt.Errorf("%w: %v", errAddrInUse, err)
+		}
+		return fmt.Errorf("%v\nconfig:\n%s\nstderr:\n%s", err, cfg, tg.stderr.String())
+	}
+	return nil
 }

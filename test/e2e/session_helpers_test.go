@@ -105,29 +105,8 @@ func tryLaunch(t *testing.T, o tgOptions) (*tgProc, error) {
 		t.Fatalf("write config: %v", werr)
 	}
 	tg := p.tollgate
-	tg.cmd = exec.Command(tollgateBin, "serve", "--config", tg.cfgPath)
-	tg.cmd.Env = append(os.Environ(), o.env...)
-	tg.cmd.Stdout = io.Discard
-	tg.cmd.Stderr = tg.stderr
-	setDeathSignal(tg.cmd)
-	if err := tg.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", tollgateBin, err)
-	}
-	go func() {
-		_ = tg.cmd.Wait()
-		close(tg.done)
-	}()
-	if err := tg.waitReady(t); err != nil {
-		select {
-		case <-tg.done:
-		default:
-			_ = tg.cmd.Process.Kill()
-			<-tg.done
-		}
-		if strings.Contains(tg.stderr.String(), "address already in use") {
-			return nil, fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return nil, fmt.Errorf("%v\nconfig:\n%s\nstderr:\n%s", err, cfg, tg.stderr.String())
+	if err := tg.spawn(t, o.env, cfg); err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() {
 		if !p.stopped {
