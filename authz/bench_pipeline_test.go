@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -21,63 +20,26 @@ import (
 // it, and call the same gRPC front door in-process. Each one's cost is the
 // difference to that benchmark in the same run.
 
-// benchRBACPolicy is a typical role → permission policy: a route table maps
-// methods and path globs to a permission, a role table grants permissions
-// to the roles of the caller's "roles" claim. The benchmark request (GET
-// /v1/orders with roles admin and reader) is allowed; GET /v1/payments is
-// not, which the warm-up checks so the policy is known to decide.
-const benchRBACPolicy = `package tollgate.authz
-
-default allow := false
-
-allow if {
-	some route in data.rbac.routes
-	method_matches(route.methods)
-	some pattern in route.paths
-	glob.match(pattern, ["/"], request_path)
-	some role in input.identity.claims.roles
-	route.permission in data.rbac.role_permissions[role]
-}
-
-method_matches(methods) if "*" in methods
-
-method_matches(methods) if input.attributes.request.http.method in methods
-
-request_path := concat("/", array.concat([""], input.parsed_path))
-`
-
-const benchRBACData = `{"rbac": {
-  "role_permissions": {
-    "reader": ["orders:read"],
-    "writer": ["orders:read", "orders:write"],
-    "admin": ["orders:read", "orders:write", "orders:delete", "admin"]
-  },
-  "routes": [
-    {"methods": ["GET", "HEAD"], "paths": ["/v1/orders", "/v1/orders/*"], "permission": "orders:read"},
-    {"methods": ["POST"], "paths": ["/v1/orders"], "permission": "orders:write"},
-    {"methods": ["PUT", "PATCH"], "paths": ["/v1/orders/*"], "permission": "orders:write"},
-    {"methods": ["DELETE"], "paths": ["/v1/orders/*"], "permission": "orders:delete"},
-    {"methods": ["*"], "paths": ["/admin", "/admin/**"], "permission": "admin"}
-  ]
-}}`
+// benchPolicyDir holds a typical role → permission policy: a route table
+// maps methods and path globs to a permission, a role table grants
+// permissions to the roles of the caller's "roles" claim. test/load's
+// tollgate+policy row serves the same files, so in-process and over-gRPC
+// figures are of one policy. The benchmark request (GET /api/v1/items with
+// roles admin and reader) is allowed; GET /api/v1/reports is not, which the
+// warm-up checks so the policy is known to decide.
+const benchPolicyDir = "../test/load/testdata/rbac"
 
 // benchPipelineLogger discards, as realPipeline's does.
 func benchPipelineLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
-// benchPolicyEngine compiles benchRBACPolicy from files in a temp dir, as
-// Tollgate loads policy.paths. The evaluation timeout is 10s instead of
+// benchPolicyEngine compiles the policy in benchPolicyDir, as Tollgate
+// loads policy.paths. The evaluation timeout is 10s instead of
 // 50ms: the benchmark measures cost, and on a shared machine one of a
 // million evaluations can be descheduled for longer than 50ms (the guard
 // costs the same whatever its duration).
 func benchPolicyEngine(b *testing.B) *policy.Engine {
 	b.Helper()
-	dir := b.TempDir()
-	for name, content := range map[string]string{"policy.rego": benchRBACPolicy, "data.json": benchRBACData} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
-	e, err := policy.New(policy.Config{Paths: []string{dir}, Timeout: 10 * time.Second}, policy.WithLogger(benchPipelineLogger()))
+	e, err := policy.New(policy.Config{Paths: []string{benchPolicyDir}, Timeout: 10 * time.Second}, policy.WithLogger(benchPipelineLogger()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -163,11 +125,11 @@ func runCheckBench(b *testing.B, srv *GRPCServer, req *authv3.CheckRequest, want
 func BenchmarkCheckWithPolicy(b *testing.B) {
 	c, tok := benchStagedPipeline(b, WithPolicy(benchPolicyEngine(b)))
 	srv := NewGRPCServer(c)
-	denied := envoyRequest("orders.example.com", "/v1/payments", "Bearer "+tok, nil)
+	denied := envoyRequest("orders.example.com", "/api/v1/reports", "Bearer "+tok, nil)
 	if resp, err := srv.Check(b.Context(), denied); err != nil || resp.GetDeniedResponse() == nil {
-		b.Fatalf("Check(GET /v1/payments) = %v, %v; want denied by the policy", resp, err)
+		b.Fatalf("Check(GET /api/v1/reports) = %v, %v; want denied by the policy", resp, err)
 	}
-	runCheckBench(b, srv, envoyRequest("orders.example.com", "/v1/orders", "Bearer "+tok, nil))
+	runCheckBench(b, srv, envoyRequest("orders.example.com", "/api/v1/items", "Bearer "+tok, nil))
 }
 
 // BenchmarkCheckWithMintReuse is BenchmarkCheckCachedToken plus the
@@ -176,7 +138,7 @@ func BenchmarkCheckWithPolicy(b *testing.B) {
 // signature per identity and audience per half TTL. Target: ≤ 2 µs added.
 func BenchmarkCheckWithMintReuse(b *testing.B) {
 	c, tok := benchStagedPipeline(b, WithMinter(benchKeyring(b), benchMintConfig))
-	runCheckBench(b, NewGRPCServer(c), envoyRequest("orders.example.com", "/v1/orders", "Bearer "+tok, nil), benchMintConfig.Header)
+	runCheckBench(b, NewGRPCServer(c), envoyRequest("orders.example.com", "/api/v1/items", "Bearer "+tok, nil), benchMintConfig.Header)
 }
 
 // BenchmarkCheckSessionMemory is a browser request: a session cookie (next
@@ -199,6 +161,6 @@ func BenchmarkCheckSessionMemory(b *testing.B) {
 	c, _ := benchStagedPipeline(b,
 		WithSessions(store, SessionConfig{Cookie: session.DefaultCookie, Header: session.DefaultHeader}),
 		WithMinter(benchKeyring(b), benchMintConfig))
-	req := envoyRequest("orders.example.com", "/v1/orders", "", map[string]string{"cookie": "lang=en-GB; " + session.DefaultCookie + "=" + id})
+	req := envoyRequest("orders.example.com", "/api/v1/items", "", map[string]string{"cookie": "lang=en-GB; " + session.DefaultCookie + "=" + id})
 	runCheckBench(b, NewGRPCServer(c), req, benchMintConfig.Header, "x-user-id", "cookie")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	_ "embed"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,46 +107,19 @@ admin:
 	return b
 }
 
-// benchPolicy is a typical role → permission RBAC policy: a route table
-// maps methods and path globs to a permission, and a role table grants
-// permissions to the roles in the caller's "roles" claim. Every request
-// the benchmark sends (GET /api/v1/items by a "reader") is allowed; the
-// same token is refused a DELETE.
-const benchPolicy = `package tollgate.authz
+// benchPolicy is a typical role → permission RBAC policy
+// (testdata/rbac): a route table maps methods and path globs to a
+// permission, and a role table grants permissions to the roles in the
+// caller's "roles" claim. Every request the benchmark sends (GET
+// /api/v1/items by a "reader") is allowed; the same token is refused a
+// DELETE. authz's in-process policy benchmark loads the same files, so
+// the two measurements are of one policy.
+//
+//go:embed testdata/rbac/policy.rego
+var benchPolicy string
 
-default allow := false
-
-allow if {
-	some route in data.rbac.routes
-	method_matches(route.methods)
-	some pattern in route.paths
-	glob.match(pattern, ["/"], request_path)
-	some role in input.identity.claims.roles
-	route.permission in data.rbac.role_permissions[role]
-}
-
-method_matches(methods) if "*" in methods
-
-method_matches(methods) if input.attributes.request.http.method in methods
-
-request_path := concat("/", array.concat([""], input.parsed_path))
-`
-
-const benchPolicyData = `{"rbac": {
-  "role_permissions": {
-    "reader": ["items:read"],
-    "writer": ["items:read", "items:write"],
-    "admin": ["items:read", "items:write", "items:delete", "admin"]
-  },
-  "routes": [
-    {"methods": ["GET", "HEAD"], "paths": ["/api/v1/items", "/api/v1/items/*"], "permission": "items:read"},
-    {"methods": ["POST"], "paths": ["/api/v1/items"], "permission": "items:write"},
-    {"methods": ["PUT", "PATCH"], "paths": ["/api/v1/items/*"], "permission": "items:write"},
-    {"methods": ["DELETE"], "paths": ["/api/v1/items/*"], "permission": "items:delete"},
-    {"methods": ["*"], "paths": ["/admin", "/admin/**"], "permission": "admin"}
-  ]
-}}
-`
+//go:embed testdata/rbac/data.json
+var benchPolicyData string
 
 // writePolicy writes benchPolicy and its data document into dir.
 func writePolicy(dir string) error {
