@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 
@@ -35,11 +34,7 @@ func KeyringConfig(cfg *config.Config) keyring.Config {
 	it := cfg.InternalToken
 	base := it.PublicURL
 	if base == "" {
-		host, port, _ := net.SplitHostPort(cfg.Server.HTTPAddress)
-		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-			host = "127.0.0.1"
-		}
-		base = "http://" + net.JoinHostPort(host, port)
+		base, _ = cfg.Server.LocalHTTPURL()
 	}
 	return keyring.Config{
 		Issuer:         it.Issuer,

@@ -215,18 +215,26 @@ func Development() *Config {
 	return c
 }
 
+// LocalHTTPURL is the base URL at which this machine reaches the HTTP
+// listener: a wildcard listen address ("0.0.0.0", "[::]", ":8181")
+// becomes 127.0.0.1. host is the host part of that URL.
+func (s Server) LocalHTTPURL() (base, host string) {
+	host, port, _ := net.SplitHostPort(s.HTTPAddress)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port), host
+}
+
 // DevIssuer returns the issuer entry the dev mode adds: it trusts the dev
 // key published on Tollgate's own HTTP listener.
 func (c *Config) DevIssuer() Issuer {
 	// Tollgate fetches its own dev JWKS over loopback even when it
 	// listens on every interface.
-	host, port, _ := net.SplitHostPort(c.Server.HTTPAddress)
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
+	base, host := c.Server.LocalHTTPURL()
 	return Issuer{
 		Issuer:       c.Dev.Issuer,
-		JWKSURI:      "http://" + net.JoinHostPort(host, port) + "/dev/jwks.json",
+		JWKSURI:      base + "/dev/jwks.json",
 		InsecureHTTP: !IsLoopback(host),
 		Algorithms:   []string{"ES256"},
 		Leeway:       Duration(30 * time.Second),
