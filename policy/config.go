@@ -56,6 +56,23 @@ type Config struct {
 	// WatchDebounce is how long the file watcher waits for the files to be
 	// quiet before recompiling. Default 100ms.
 	WatchDebounce time.Duration
+	// DecisionCache configures the cache of decisions.
+	DecisionCache DecisionCacheConfig
+}
+
+// DecisionCacheConfig configures the decision cache. A query whose rules
+// read only constant paths of the input (input.attributes.request.http.method,
+// input.identity.claims.roles, …) and call no builtin whose result depends
+// on more than its arguments (time.now_ns, http.send, rand.intn, …) makes
+// the same decision for every request that agrees on those paths: such a
+// decision is cached, keyed by the values at those paths, until the next
+// policy load. Any other query is always evaluated; the load's log line
+// says which and why.
+type DecisionCacheConfig struct {
+	// Disabled evaluates every decision.
+	Disabled bool
+	// MaxEntries bounds the decisions cached per query. Default 10,000.
+	MaxEntries int
 }
 
 // DecisionLogConfig configures decision logs.
@@ -110,6 +127,9 @@ func (c Config) withDefaults() Config {
 	if c.WatchDebounce <= 0 {
 		c.WatchDebounce = DefaultWatchDebounce
 	}
+	if c.DecisionCache.MaxEntries == 0 {
+		c.DecisionCache.MaxEntries = DefaultDecisionCacheEntries
+	}
 	if c.Bundle != nil {
 		b := *c.Bundle
 		if b.PollInterval <= 0 {
@@ -154,6 +174,9 @@ func (c Config) Validate() error {
 		if err := validQuery(c.ServiceQueries[name]); err != nil {
 			errs = append(errs, fmt.Errorf("service_queries[%s]: %w", name, err))
 		}
+	}
+	if c.DecisionCache.MaxEntries < 0 {
+		errs = append(errs, errors.New("decision_cache.max_entries: must not be negative"))
 	}
 	if c.DecisionLog.Enabled && c.DecisionLog.Path == "" {
 		errs = append(errs, errors.New(`decision_log.path: required when enabled (a file, or "-" for stdout)`))

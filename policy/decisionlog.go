@@ -53,6 +53,7 @@ type decisionRecord struct {
 	res       Result
 	err       error
 	eval      time.Duration
+	cached    bool // answered by the decision cache
 }
 
 func (d *decisionLog) write(r *decisionRecord) {
@@ -107,6 +108,9 @@ func (d *decisionLog) write(r *decisionRecord) {
 	}
 	b = append(b, `,"eval_duration_ns":`...)
 	b = strconv.AppendInt(b, int64(r.eval), 10)
+	if r.cached {
+		b = append(b, `,"cached":true`...)
+	}
 	b = append(b, "}\n"...)
 	d.buf = b
 	if _, err := d.w.Write(b); err != nil {
@@ -179,11 +183,15 @@ func appendJSONString(b []byte, s string) []byte {
 
 // logDecision records one decision when decision logs are enabled.
 func (e *Engine) logDecision(start time.Time, in *Input, query string, res Result, err error) {
+	e.logRecord(start, in, query, res, err, false)
+}
+
+func (e *Engine) logRecord(start time.Time, in *Input, query string, res Result, err error, cached bool) {
 	if e.dlog == nil {
 		return
 	}
 	e.dlog.write(&decisionRecord{
 		ts: start, requestID: in.RequestID, service: in.Service.Name, query: query,
-		identity: &in.Identity, res: res, err: err, eval: e.now().Sub(start),
+		identity: &in.Identity, res: res, err: err, eval: e.now().Sub(start), cached: cached,
 	})
 }

@@ -124,7 +124,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		e.http = &http.Client{Timeout: 30 * time.Second}
 	}
 	var err error
-	if e.metrics, err = newMetrics(e.reg); err != nil {
+	if e.metrics, err = newMetrics(e.reg, e.cachedDecisions); err != nil {
 		return nil, err
 	}
 	st := &Status{}
@@ -268,6 +268,15 @@ func (e *Engine) reload(ctx context.Context, trigger string, b *bundle.Bundle) e
 	for _, w := range g.warnings {
 		e.log.Warn("policy query has no rule or document", "query", w)
 	}
+	for _, q := range g.queries {
+		switch {
+		case q.cache != nil:
+			e.log.Info("policy decisions are cached", "query", q.text, "keyed_by", q.deps.String())
+		case e.cfg.DecisionCache.Disabled:
+		default:
+			e.log.Info("policy decisions are not cached", "query", q.text, "because", q.deps.Uncacheable)
+		}
+	}
 	e.nextID++
 	e.bundle = b
 	e.cur.Store(g)
@@ -278,6 +287,21 @@ func (e *Engine) reload(ctx context.Context, trigger string, b *bundle.Bundle) e
 	e.log.Info("policy loaded", "generation", g.id, "trigger", trigger,
 		"modules", g.modules, "duration", e.now().Sub(start).String())
 	return nil
+}
+
+// cachedDecisions counts the decisions cached by the serving generation.
+func (e *Engine) cachedDecisions() float64 {
+	g := e.cur.Load()
+	if g == nil {
+		return 0
+	}
+	n := 0
+	for _, q := range g.queries {
+		if q.cache != nil {
+			n += q.cache.len()
+		}
+	}
+	return float64(n)
 }
 
 // Status is a snapshot of the engine's loading state, for /readyz.
@@ -351,6 +375,20 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
 		e.logDecision(start, in, q.text, Result{}, err)
 		return Result{}, err
 	}
+	var key *[]byte
+	if q.cache != nil {
+		key = keyBufs.Get().(*[]byte)
+		defer keyBufs.Put(key)
+		var ok bool
+		if *key, ok = appendKey((*key)[:0], in, q.deps.Paths, e.redact); !ok {
+			key = nil
+		} else if res, hit := q.cache.get(*key); hit {
+			e.metrics.cacheHits.Inc()
+			e.logRecord(start, in, q.text, res, nil, true)
+			return res, nil
+		}
+		e.metrics.cacheMisses.Inc()
+	}
 	input, err := buildInput(in, e.redact)
 	if err != nil {
 		res := Result{HTTPStatus: http.StatusBadRequest}
@@ -358,14 +396,26 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
 		return res, nil
 	}
 	res, err := e.pool.eval(ctx, q, input, e.cfg.Timeout)
+	if err == nil && key != nil {
+		// Only decisions are cached: an error or a timeout may not
+		// happen again.
+		q.cache.put(*key, res)
+	}
 	e.logDecision(start, in, q.text, res, err)
 	return res, err
 }
+
+// keyBufs are decision-cache key buffers, reused across Checks.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // query is one prepared decision of a generation.
 type query struct {
 	text string
 	pq   rego.PreparedEvalQuery
+	// deps are the input paths the query reads; cache is nil when its
+	// decisions are not cached.
+	deps  inputDeps
+	cache *decisionCache
 	// opts are the evaluation options shared by every call: the
 	// generation's read transaction, no metrics, the raw result term.
 	opts []rego.EvalOption

@@ -27,6 +27,7 @@ type generation struct {
 	byService map[string]*query
 	modules   int
 	warnings  []string
+	queries   []*query // each distinct query once, in load order
 }
 
 func (g *generation) queryFor(service string) *query {
@@ -157,7 +158,14 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle, id uint64) (*gener
 		q := &query{text: text, pq: pq, opts: []rego.EvalOption{
 			rego.EvalTransaction(txn), noMetrics, resultTerm,
 		}}
+		if q.deps, err = analyzeDeps(compiler, text); err != nil {
+			return nil, err
+		}
+		if !cfg.DecisionCache.Disabled && q.deps.Uncacheable == "" {
+			q.cache = newDecisionCache(cfg.DecisionCache.MaxEntries)
+		}
 		prepared[text] = q
+		g.queries = append(g.queries, q)
 		if !defined(compiler, src.data, text) {
 			g.warnings = append(g.warnings, text)
 		}

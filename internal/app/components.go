@@ -120,6 +120,10 @@ func PolicyConfig(cfg *config.Config) (policy.Config, error) {
 		ExposeCredentials: p.ExposeCredentials,
 		TestOnReload:      p.TestOnReload,
 		DecisionLog:       policy.DecisionLogConfig{Enabled: p.DecisionLog.Enabled, Path: p.DecisionLog.Path},
+		DecisionCache: policy.DecisionCacheConfig{
+			Disabled:   p.DecisionCache.Enabled != nil && !*p.DecisionCache.Enabled,
+			MaxEntries: p.DecisionCache.MaxEntries,
+		},
 	}
 	for _, s := range cfg.Services {
 		if s.PolicyQuery != "" {

@@ -27,6 +27,18 @@ type Policy struct {
 	TestOnReload bool        `yaml:"test_on_reload"`
 	DecisionLog  DecisionLog `yaml:"decision_log"`
 	Bundle       *Bundle     `yaml:"bundle"`
+	// DecisionCache caches the decisions of queries that read only
+	// constant input paths and call only pure builtins.
+	DecisionCache DecisionCache `yaml:"decision_cache"`
+}
+
+// DecisionCache configures the policy decision cache.
+type DecisionCache struct {
+	// Enabled defaults to true; the cache is only used for queries whose
+	// decisions it can key exactly (see policy.DecisionCacheConfig).
+	Enabled *bool `yaml:"enabled"`
+	// MaxEntries bounds the cached decisions per query. Default 10000.
+	MaxEntries int `yaml:"max_entries"`
 }
 
 // Enabled reports whether a policy is configured.
@@ -173,6 +185,13 @@ func (c *Config) fillSections() {
 	if p.DecisionLog.Path == "" {
 		p.DecisionLog.Path = "-"
 	}
+	if p.DecisionCache.Enabled == nil {
+		t := true
+		p.DecisionCache.Enabled = &t
+	}
+	if p.DecisionCache.MaxEntries == 0 {
+		p.DecisionCache.MaxEntries = 10_000
+	}
 	if p.Bundle != nil && p.Bundle.PollInterval == 0 {
 		p.Bundle.PollInterval = Duration(30 * time.Second)
 	}
@@ -253,6 +272,9 @@ func (c *Config) validateSections(p *problems) {
 		}
 		if pol.RegoVersion != "v0" && pol.RegoVersion != "v1" {
 			p.add("policy.rego_version", "must be v0 or v1; got %q", pol.RegoVersion)
+		}
+		if pol.DecisionCache.MaxEntries < 0 {
+			p.add("policy.decision_cache.max_entries", "must not be negative; got %d", pol.DecisionCache.MaxEntries)
 		}
 		if b := pol.Bundle; b != nil {
 			checkFetchURL("policy.bundle.url", b.URL, false, p)

@@ -143,3 +143,77 @@ func (w *walker) http(h *authv3.AttributeContext_HttpRequest) map[string]any {
 	}
 	return out
 }
+
+// HTTPField returns what Attributes holds at request.http.<name>.<rest...>
+// without converting the rest of the request: the decision cache reads a
+// few fields of every request. ok is false where Attributes has nothing.
+// TestHTTPFieldMatchesAttributes keeps the two in step.
+func HTTPField(ac *authv3.AttributeContext, redact bool, name string, rest []string) (v any, ok bool) {
+	h := ac.GetRequest().GetHttp()
+	if h == nil {
+		return nil, false
+	}
+	str := func(s string) (any, bool) {
+		if s == "" || len(rest) > 0 {
+			return nil, false
+		}
+		return s, true
+	}
+	switch name {
+	case "id":
+		return str(h.Id)
+	case "method":
+		return str(h.Method)
+	case "path":
+		return str(h.Path)
+	case "host":
+		return str(h.Host)
+	case "scheme":
+		return str(h.Scheme)
+	case "query":
+		return str(h.Query)
+	case "fragment":
+		return str(h.Fragment)
+	case "protocol":
+		return str(h.Protocol)
+	case "body":
+		return str(h.Body)
+	case "headers":
+		if len(h.Headers) == 0 {
+			return nil, false
+		}
+		if len(rest) == 0 {
+			w := walker{redact: redact}
+			return w.headers(h.Headers), true
+		}
+		hv, found := h.Headers[rest[0]]
+		if !found || len(rest) > 1 {
+			return nil, false
+		}
+		if redact && Sensitive(rest[0]) {
+			hv = Redacted
+		}
+		return hv, true
+	}
+	w := walker{redact: redact}
+	return Lookup(w.http(h), name, rest)
+}
+
+// Lookup follows name and rest through a converted document.
+func Lookup(doc map[string]any, name string, rest []string) (any, bool) {
+	v, ok := doc[name]
+	for _, k := range rest {
+		if !ok {
+			return nil, false
+		}
+		switch m := v.(type) {
+		case map[string]any:
+			v, ok = m[k]
+		case map[string]string:
+			v, ok = m[k]
+		default:
+			return nil, false
+		}
+	}
+	return v, ok
+}

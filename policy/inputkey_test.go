@@ -1,0 +1,157 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// keyInputs are requests of every shape the key lookup distinguishes.
+func keyInputs(t *testing.T) map[string]*Input {
+	t.Helper()
+	id := jwtIdentity("alice", `{"iss":"https://idp.example.com","sub":"alice","roles":["a","b"],
+		"tenant":"acme","n":3,"f":1.5,"ok":true,"nil":null,"nested":{"x":{"y":["z",1,{"k":"v"}]}}}`)
+	jsonBody := envoyRequest("POST", "/api/orders?x=1&x=2&y", map[string]string{
+		"content-type": "application/json", "authorization": "Bearer a.b.c", "cookie": "sid=1; theme=dark",
+	})
+	jsonBody.Attributes.Request.Http.Body = `{"item":{"id":7,"tags":["t"]},"qty":2}`
+	form := envoyRequest("POST", "/form", map[string]string{"content-type": "application/x-www-form-urlencoded"})
+	form.Attributes.Request.Http.Body = "a=1&a=2&b=3"
+	principal := envoyRequest("GET", "/", nil)
+	principal.Attributes.Source.Principal = "spiffe://cluster.local/ns/shop/sa/web"
+	principal.Attributes.ContextExtensions = map[string]string{"tier": "gold"}
+	return map[string]*Input{
+		"golden":       {Check: golden(t, "checkrequest.json"), Identity: id, Service: Service{Name: "orders", Audiences: []string{"orders-api"}}},
+		"json body":    {Check: jsonBody, Identity: id, Service: Service{Name: "orders"}},
+		"form body":    {Check: form, Identity: Identity{Type: IdentitySession, Subject: "bob"}},
+		"principal":    {Check: principal},
+		"no http":      {Check: &authv3.CheckRequest{Attributes: &authv3.AttributeContext{}}},
+		"no request":   {},
+		"escaped path": {Check: envoyRequest("GET", "/a%2Fb//c/%7E?q=%20", nil), Identity: Identity{Type: IdentityAnonymous}},
+	}
+}
+
+// paths lists every path of doc down to depth 6, plus paths that are
+// absent below each of them.
+func allPaths(v ast.Value, prefix []string, out *[][]string) {
+	*out = append(*out, slices.Clone(prefix), append(slices.Clone(prefix), "absent"))
+	if len(prefix) == 6 {
+		return
+	}
+	switch v := v.(type) {
+	case ast.Object:
+		for _, k := range v.Keys() {
+			if s, ok := k.Value.(ast.String); ok {
+				allPaths(v.Get(k).Value, append(slices.Clone(prefix), string(s)), out)
+			}
+		}
+	case *ast.Array:
+		// A string key into an array is undefined.
+		*out = append(*out, append(slices.Clone(prefix), "0"))
+	case ast.String:
+		*out = append(*out, append(slices.Clone(prefix), "x"))
+	}
+}
+
+// TestAppendKeyMatchesInput checks the key's lookups against the input
+// document itself: for every path of every request, the lookup finds a
+// value exactly where the document has one, and the same value.
+func TestAppendKeyMatchesInput(t *testing.T) {
+	for name, in := range keyInputs(t) {
+		for _, redact := range []bool{true, false} {
+			doc, err := buildInput(in, redact)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			var paths [][]string
+			allPaths(doc, nil, &paths)
+			paths = append(paths, []string{"attributes", "request", "http", "headers", "authorization"},
+				[]string{"attributes", "request", "http", "headers", "cookie", "x"},
+				[]string{"attributes", "request", "http", "method", "x"})
+			var sec inputSections
+			for _, p := range paths {
+				if len(p) == 0 {
+					continue
+				}
+				ref := ast.Ref{ast.InputRootDocument}
+				for _, s := range p {
+					ref = append(ref, ast.StringTerm(s))
+				}
+				want, ferr := doc.Find(ref[1:])
+				got, found, err := sec.lookup(in, p, redact)
+				if err != nil {
+					t.Fatalf("%s %v: %v", name, p, err)
+				}
+				if found != (ferr == nil) {
+					t.Errorf("%s redact=%v %s: found %v, document has it: %v", name, redact, ref, found, ferr == nil)
+					continue
+				}
+				if !found {
+					continue
+				}
+				gv, err := ast.InterfaceToValue(got)
+				if err != nil {
+					t.Fatalf("%s %s: %v", name, ref, err)
+				}
+				if gv.Compare(want) != 0 {
+					t.Errorf("%s redact=%v %s = %v, document has %v", name, redact, ref, gv, want)
+				}
+			}
+		}
+	}
+}
+
+// Keys of equal values are equal however the values were built; keys of
+// different values differ, whatever the type.
+func TestAppendValueDistinguishesValues(t *testing.T) {
+	num := func(s string) any { return json.Number(s) }
+	values := []any{
+		nil, true, false, "", "a", "ab", "s", []string{}, []string{"a", "b"}, []string{"ab"}, []any{"a", "b"},
+		[]any{"ab", ""}, num("1"), num("12"), float64(1), int64(1), uint64(1), int64(-1),
+		map[string]any{}, map[string]any{"a": "b"}, map[string]any{"a": []any{"b"}}, map[string]any{"ab": ""},
+		map[string]string{"a": "b", "c": "d"}, map[string]any{"a": "b", "c": "e"},
+		map[string]any{"s": strings.Repeat("s", 115)}, []any{nil}, []any{[]any{}},
+	}
+	// []string and []any of the same strings, and map[string]string and
+	// map[string]any of the same strings, are the same Rego value.
+	same := map[[2]int]bool{{8, 10}: true}
+	keys := make([][]byte, len(values))
+	for i, v := range values {
+		k, ok := appendValue(nil, v)
+		if !ok {
+			t.Fatalf("appendValue(%#v) not ok", v)
+		}
+		keys[i] = k
+	}
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if eq := bytes.Equal(keys[i], keys[j]); eq != same[[2]int{i, j}] {
+				t.Errorf("key(%#v) == key(%#v): %v", values[i], values[j], eq)
+			}
+		}
+	}
+	a, _ := appendValue(nil, map[string]any{"x": "1", "y": []any{"2"}, "z": map[string]any{"k": true}})
+	b, _ := appendValue(nil, map[string]any{"z": map[string]any{"k": true}, "y": []string{"2"}, "x": "1"})
+	if !bytes.Equal(a, b) {
+		t.Error("equal objects built in another order have different keys")
+	}
+	if _, ok := appendValue(nil, struct{}{}); ok {
+		t.Error("an unknown type was encoded")
+	}
+}
+
+func TestAppendKeyBounds(t *testing.T) {
+	in := &Input{Check: envoyRequest("GET", "/", map[string]string{"x-big": strings.Repeat("b", maxKeyBytes)})}
+	if _, ok := appendKey(nil, in, [][]string{{"attributes", "request", "http", "headers"}}, true); ok {
+		t.Error("a key longer than maxKeyBytes was built")
+	}
+	bad := &Input{Check: envoyRequest("GET", "/%zz", nil)}
+	if _, ok := appendKey(nil, bad, [][]string{{"parsed_path"}}, true); ok {
+		t.Error("a key was built for a path that cannot be input")
+	}
+}
