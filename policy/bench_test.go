@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -78,16 +79,46 @@ func BenchmarkEvalRBAC(b *testing.B) {
 }
 
 // BenchmarkEvalRBACExample is the same with the shipped RBAC example
-// (route table with glob patterns, roles as array or string).
+// (route table with glob patterns, roles as array or string), and
+// Tollgate's defaults: after the first Check the decision cache answers.
 func BenchmarkEvalRBACExample(b *testing.B) {
-	e, err := New(Config{Paths: []string{filepath.Join(examples, "rbac")}, Timeout: benchTimeout}, WithLogger(quiet))
+	benchExample(b, DecisionCacheConfig{}, false)
+}
+
+// BenchmarkEvalRBACExampleNoCache evaluates the example on every Check.
+func BenchmarkEvalRBACExampleNoCache(b *testing.B) {
+	benchExample(b, DecisionCacheConfig{Disabled: true}, false)
+}
+
+// BenchmarkEvalRBACExampleMiss is the cache's worst case: every Check has
+// a path never seen before (an order id), so each one builds a key,
+// misses, evaluates, and inserts, evicting once the cache is full.
+func BenchmarkEvalRBACExampleMiss(b *testing.B) {
+	benchExample(b, DecisionCacheConfig{MaxEntries: 1000}, true)
+}
+
+func benchExample(b *testing.B, cache DecisionCacheConfig, distinct bool) {
+	e, err := New(Config{Paths: []string{filepath.Join(examples, "rbac")}, Timeout: benchTimeout, DecisionCache: cache}, WithLogger(quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
 	in := benchInput()
+	var paths []string
+	if distinct {
+		paths = make([]string, 1<<16)
+		for i := range paths {
+			paths[i] = "/api/orders/" + strconv.Itoa(i)
+		}
+	}
+	http := in.Check.Attributes.Request.Http
 	ctx := context.Background()
 	b.ReportAllocs()
+	i := 0
 	for b.Loop() {
+		if distinct {
+			http.Path = paths[i%len(paths)]
+			i++
+		}
 		res, err := e.Eval(ctx, in)
 		if err != nil || !res.Allowed {
 			b.Fatalf("Eval = %+v, %v", res, err)
@@ -142,7 +173,9 @@ func BenchmarkEvalFloor(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package tollgate.authz\n\nallow := true\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	e, err := New(Config{Paths: []string{dir}, Timeout: benchTimeout}, WithLogger(quiet))
+	// The decision reads no input, so the cache would answer every call:
+	// off, to measure evaluation.
+	e, err := New(Config{Paths: []string{dir}, Timeout: benchTimeout, DecisionCache: DecisionCacheConfig{Disabled: true}}, WithLogger(quiet))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,16 +22,19 @@ import (
 // Server rows, in report order. Each is one process measured under the same
 // phases; null-proto is the floor every row's CPU is compared with.
 const (
-	rowNullProto    = floorName
-	rowNullVT       = "null-vt"
-	rowTollgate     = "tollgate"
-	rowPolicy       = "tollgate+policy"
+	rowNullProto = floorName
+	rowNullVT    = "null-vt"
+	rowTollgate  = "tollgate"
+	rowPolicy    = "tollgate+policy"
+	// rowPolicyEval is the policy row with the decision cache off: what
+	// evaluating the policy on every Check costs.
+	rowPolicyEval   = "tollgate+policy-nocache"
 	rowSession      = "tollgate+session"
 	rowSessionCache = "tollgate+session+cache"
 )
 
 // allRows is every row, in report order; the default of -servers.
-var allRows = []string{rowNullProto, rowNullVT, rowTollgate, rowPolicy, rowSession, rowSessionCache}
+var allRows = []string{rowNullProto, rowNullVT, rowTollgate, rowPolicy, rowPolicyEval, rowSession, rowSessionCache}
 
 func isNullRow(name string) bool    { return name == rowNullProto || name == rowNullVT }
 func isSessionRow(name string) bool { return name == rowSession || name == rowSessionCache }
@@ -120,8 +123,9 @@ func startFleet(ctx context.Context, o *options, hc *http.Client, dir string, is
 		if setup.HTTPAddr, err = freeLoopbackAddr(ctx); err != nil {
 			return f, err
 		}
-		if name == rowPolicy {
+		if name == rowPolicy || name == rowPolicyEval {
 			setup.PolicyDir = filepath.Join(dir, "policy")
+			setup.NoDecisionCache = name == rowPolicyEval
 			if err := writePolicy(setup.PolicyDir); err != nil {
 				return f, err
 			}

@@ -30,6 +30,8 @@ type tollgateSetup struct {
 	JWKSURL   string
 	// PolicyDir, when set, enables the Rego policy loaded from it.
 	PolicyDir string
+	// NoDecisionCache evaluates the policy on every Check.
+	NoDecisionCache bool
 	// Sessions, when set, enables Redis sessions, the admin API that
 	// creates them and the internal token minted for every session.
 	Sessions *sessionSetup
@@ -85,6 +87,9 @@ headers:
 		b = fmt.Appendf(b, `policy:
   paths: [%s]
 `, q(s.PolicyDir))
+		if s.NoDecisionCache {
+			b = append(b, "  decision_cache: {enabled: false}\n"...)
+		}
 	}
 	if ss := s.Sessions; ss != nil {
 		b = fmt.Appendf(b, `internal_token:

@@ -110,6 +110,14 @@ func TestRowConfigsLoadWithTollgatesLoader(t *testing.T) {
 			if !slices.Equal(c.Policy.Paths, []string{policyDir}) || c.Policy.Query != "data.tollgate.authz.allow" {
 				t.Errorf("policy paths %v query %q; want [%s] data.tollgate.authz.allow", c.Policy.Paths, c.Policy.Query, policyDir)
 			}
+			if !*c.Policy.DecisionCache.Enabled {
+				t.Error("decision cache off; want Tollgate's default (on)")
+			}
+		}},
+		{"tollgate+policy-nocache → the same policy, decision cache off", func(s *tollgateSetup) { s.PolicyDir, s.NoDecisionCache = policyDir, true }, func(t *testing.T, c *config.Config) {
+			if !slices.Equal(c.Policy.Paths, []string{policyDir}) || *c.Policy.DecisionCache.Enabled {
+				t.Errorf("policy paths %v decision cache %v; want [%s] and off", c.Policy.Paths, *c.Policy.DecisionCache.Enabled, policyDir)
+			}
 		}},
 		{"tollgate+session → redis sessions, no local cache, minting, admin API", func(s *tollgateSetup) { s.Sessions = sessions(false) }, func(t *testing.T, c *config.Config) {
 			if c.Sessions.Store != "redis" || c.Sessions.LocalCache || !slices.Equal(c.Sessions.Redis.Addrs, []string{"127.0.0.1:40005"}) || c.Sessions.Cookie != sessionCookie || c.Sessions.Redis.Timeout.D() != benchRedisTimeout {
