@@ -3,10 +3,12 @@ package policy
 import (
 	"fmt"
 	"hash/maphash"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-dev/tollgate/internal/reason"
@@ -200,5 +202,29 @@ func TestDecisionCacheCLOCKKeepsUsedEntries(t *testing.T) {
 	}
 	if want := []string{keys[0], keys[2], keys[3], keys[4]}; strings.Join(kept, ",") != strings.Join(want, ",") {
 		t.Errorf("kept %v; want %v", kept, want)
+	}
+}
+
+// A request that cannot be input is a 400 whatever the policy reads, and
+// a cached decision for a good request must not answer it.
+func TestDecisionCacheNeverAnswersBadRequests(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, Config{Paths: []string{policyDir(t, "package tollgate.authz\nallow if input.attributes.request.http.method == \"POST\"\n")}})
+	good := envoyRequest("POST", "/a", map[string]string{"content-type": "application/json"})
+	good.Attributes.Request.Http.Body = `{"ok":true}`
+	badPath := envoyRequest("POST", "/a%zz", nil)
+	badQuery := envoyRequest("POST", "/a?x=%zz", nil)
+	badBody := envoyRequest("POST", "/a", map[string]string{"content-type": "application/json"})
+	badBody.Attributes.Request.Http.Body = `{"ok":`
+	for range 2 {
+		if res, err := e.Eval(t.Context(), &Input{Check: good}); err != nil || !res.Allowed {
+			t.Fatalf("good request: %+v, %v", res, err)
+		}
+	}
+	for name, req := range map[string]*authv3.CheckRequest{"path": badPath, "query": badQuery, "body": badBody} {
+		res, err := e.Eval(t.Context(), &Input{Check: req})
+		if err != nil || res.Allowed || res.HTTPStatus != http.StatusBadRequest {
+			t.Errorf("bad %s: %+v, %v; want a 400 deny", name, res, err)
+		}
 	}
 }

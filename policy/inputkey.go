@@ -22,7 +22,14 @@ const maxKeyBytes = 2048
 // value has a type the encoding does not know, or the request cannot be
 // represented as input: the caller then evaluates without the cache.
 func appendKey(buf []byte, in *Input, paths [][]string, redact bool) (_ []byte, ok bool) {
+	// A request that cannot be represented as input (a bad escape in the
+	// path or query, a body that does not parse as its content type) is
+	// answered 400 whatever the policy reads: find out first, as
+	// buildInput would, so a cached decision never answers it.
 	var sec inputSections
+	if sec.loadPath(in) != nil || sec.loadBody(in) != nil {
+		return buf, false
+	}
 	for _, p := range paths {
 		v, found, err := sec.lookup(in, p, redact)
 		if err != nil {
@@ -56,7 +63,6 @@ type inputSections struct {
 // against it.
 func (s *inputSections) lookup(in *Input, p []string, redact bool) (any, bool, error) {
 	name, rest := p[0], p[1:]
-	h := in.Check.GetAttributes().GetRequest().GetHttp()
 	switch name {
 	case "attributes":
 		ac := in.Check.GetAttributes()
@@ -73,24 +79,16 @@ func (s *inputSections) lookup(in *Input, p []string, redact bool) (any, bool, e
 		v, ok := envoyinput.Lookup(s.attrs, rest[0], rest[1:])
 		return v, ok, nil
 	case "parsed_path", "parsed_query":
-		if !s.pathDone {
-			var err error
-			if s.parsedPath, s.parsedQry, err = envoyinput.PathAndQuery(h.GetPath()); err != nil {
-				return nil, false, err
-			}
-			s.pathDone = true
+		if err := s.loadPath(in); err != nil {
+			return nil, false, err
 		}
 		if name == "parsed_path" {
 			return leaf(s.parsedPath, rest)
 		}
 		return follow(s.parsedQry, rest)
 	case "parsed_body", "truncated_body":
-		if !s.bodyDone {
-			var err error
-			if s.body, s.truncated, err = envoyinput.Body(h.GetHeaders(), h.GetBody(), h.GetRawBody()); err != nil {
-				return nil, false, err
-			}
-			s.bodyDone = true
+		if err := s.loadBody(in); err != nil {
+			return nil, false, err
 		}
 		if name == "truncated_body" {
 			return leaf(s.truncated, rest)
@@ -120,6 +118,27 @@ func (s *inputSections) lookup(in *Input, p []string, redact bool) (any, bool, e
 		}
 	}
 	return nil, false, nil
+}
+
+func (s *inputSections) loadPath(in *Input) error {
+	if s.pathDone {
+		return nil
+	}
+	var err error
+	s.parsedPath, s.parsedQry, err = envoyinput.PathAndQuery(in.Check.GetAttributes().GetRequest().GetHttp().GetPath())
+	s.pathDone = err == nil
+	return err
+}
+
+func (s *inputSections) loadBody(in *Input) error {
+	if s.bodyDone {
+		return nil
+	}
+	h := in.Check.GetAttributes().GetRequest().GetHttp()
+	var err error
+	s.body, s.truncated, err = envoyinput.Body(h.GetHeaders(), h.GetBody(), h.GetRawBody())
+	s.bodyDone = err == nil
+	return err
 }
 
 func identityLookup(id *Identity, rest []string) (any, bool, error) {
