@@ -115,16 +115,34 @@ func (a *depWalk) ref(r ast.Ref, loc *ast.Location) {
 }
 
 func (a *depWalk) rule(r *ast.Rule) {
-	ast.WalkRefs(r, func(ref ast.Ref) bool {
-		a.ref(ref, ref[0].Location)
-		return false
-	})
-	ast.WalkTerms(r, func(t *ast.Term) bool {
-		if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
-			a.call(call[0].Value, t.Location)
+	var visit func(t *ast.Term) bool
+	visit = func(t *ast.Term) bool {
+		switch v := t.Value.(type) {
+		case ast.Ref:
+			loc := v[0].Location
+			if loc == nil {
+				loc = t.Location
+			}
+			a.ref(v, loc)
+			// The head is the ref's root; keys may hold refs of their own.
+			for _, k := range v[1:] {
+				ast.WalkTerms(k, visit)
+			}
+			return true
+		case ast.Var:
+			// The compiler turns input into a ref; a bare var would be
+			// the whole document all the same.
+			if v.Equal(ast.InputRootDocument.Value) {
+				a.fail(t.Location, "reads the whole input (input)")
+			}
+		case ast.Call:
+			if len(v) > 0 {
+				a.call(v[0].Value, t.Location)
+			}
 		}
 		return false
-	})
+	}
+	ast.WalkTerms(r, visit)
 	ast.WalkExprs(r, func(e *ast.Expr) bool {
 		if e.IsCall() {
 			a.call(e.OperatorTerm().Value, e.Location)
