@@ -73,6 +73,9 @@ type DecisionCacheConfig struct {
 	Disabled bool
 	// MaxEntries bounds the decisions cached per query. Default 10,000.
 	MaxEntries int
+	// MaxBytes bounds the memory the decisions cached per query hold
+	// (keys, headers, bodies; approximate). Default 16 MiB.
+	MaxBytes int64
 }
 
 // DecisionLogConfig configures decision logs.
@@ -130,6 +133,9 @@ func (c Config) withDefaults() Config {
 	if c.DecisionCache.MaxEntries == 0 {
 		c.DecisionCache.MaxEntries = DefaultDecisionCacheEntries
 	}
+	if c.DecisionCache.MaxBytes == 0 {
+		c.DecisionCache.MaxBytes = DefaultDecisionCacheBytes
+	}
 	if c.Bundle != nil {
 		b := *c.Bundle
 		if b.PollInterval <= 0 {
@@ -177,6 +183,9 @@ func (c Config) Validate() error {
 	}
 	if c.DecisionCache.MaxEntries < 0 {
 		errs = append(errs, errors.New("decision_cache.max_entries: must not be negative"))
+	}
+	if c.DecisionCache.MaxBytes < 0 {
+		errs = append(errs, errors.New("decision_cache.max_bytes: must not be negative"))
 	}
 	if c.DecisionLog.Enabled && c.DecisionLog.Path == "" {
 		errs = append(errs, errors.New(`decision_log.path: required when enabled (a file, or "-" for stdout)`))

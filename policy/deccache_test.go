@@ -158,7 +158,7 @@ func TestDecisionCacheEndsWithItsPolicy(t *testing.T) {
 }
 
 func TestDecisionCacheCollisionIsAMiss(t *testing.T) {
-	c := newDecisionCache(16)
+	c := newDecisionCache(16, DefaultDecisionCacheBytes)
 	c.put([]byte("a"), Result{Defined: true, Allowed: true})
 	if res, ok := c.get([]byte("a")); !ok || !res.Allowed {
 		t.Fatalf("get(a) = %+v, %v", res, ok)
@@ -173,7 +173,7 @@ func TestDecisionCacheCollisionIsAMiss(t *testing.T) {
 }
 
 func TestDecisionCacheCLOCKKeepsUsedEntries(t *testing.T) {
-	c := newDecisionCache(decisionShards * 4)
+	c := newDecisionCache(decisionShards*4, DefaultDecisionCacheBytes)
 	// Fill one shard, use all but one entry, then add: the unused one goes.
 	var keys []string
 	shard := -1
@@ -226,5 +226,22 @@ func TestDecisionCacheNeverAnswersBadRequests(t *testing.T) {
 		if err != nil || res.Allowed || res.HTTPStatus != http.StatusBadRequest {
 			t.Errorf("bad %s: %+v, %v; want a 400 deny", name, res, err)
 		}
+	}
+}
+
+func TestDecisionCacheBytesBound(t *testing.T) {
+	const maxBytes = 64 << 10
+	c := newDecisionCache(1_000_000, maxBytes)
+	body := strings.Repeat("b", 1000)
+	for i := range 5000 {
+		c.put(fmt.Appendf(nil, "key-%d", i), Result{Defined: true, Body: body, Headers: []Header{{Key: "x-a", Value: "1"}}})
+	}
+	if b, n := c.bytes(), c.len(); b > maxBytes || n < 16 || int64(n)*1000 > maxBytes {
+		t.Errorf("after 5000 decisions of ~1.2 KB: %d bytes in %d entries; want at most %d bytes", b, n, maxBytes)
+	}
+	// A decision larger than a shard's share is not cached at all.
+	c.put([]byte("huge"), Result{Defined: true, Body: strings.Repeat("h", maxBytes)})
+	if _, ok := c.get([]byte("huge")); ok {
+		t.Error("a decision larger than the bound was cached")
 	}
 }

@@ -162,7 +162,7 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle, id uint64) (*gener
 			return nil, err
 		}
 		if !cfg.DecisionCache.Disabled && q.deps.Uncacheable == "" {
-			q.cache = newDecisionCache(cfg.DecisionCache.MaxEntries)
+			q.cache = newDecisionCache(cfg.DecisionCache.MaxEntries, cfg.DecisionCache.MaxBytes)
 		}
 		prepared[text] = q
 		g.queries = append(g.queries, q)

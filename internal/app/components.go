@@ -123,6 +123,7 @@ func PolicyConfig(cfg *config.Config) (policy.Config, error) {
 		DecisionCache: policy.DecisionCacheConfig{
 			Disabled:   p.DecisionCache.Enabled != nil && !*p.DecisionCache.Enabled,
 			MaxEntries: p.DecisionCache.MaxEntries,
+			MaxBytes:   p.DecisionCache.MaxBytes,
 		},
 	}
 	for _, s := range cfg.Services {

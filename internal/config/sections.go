@@ -39,6 +39,8 @@ type DecisionCache struct {
 	Enabled *bool `yaml:"enabled"`
 	// MaxEntries bounds the cached decisions per query. Default 10000.
 	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the memory they hold per query. Default 16 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Enabled reports whether a policy is configured.
@@ -192,6 +194,9 @@ func (c *Config) fillSections() {
 	if p.DecisionCache.MaxEntries == 0 {
 		p.DecisionCache.MaxEntries = 10_000
 	}
+	if p.DecisionCache.MaxBytes == 0 {
+		p.DecisionCache.MaxBytes = 16 << 20
+	}
 	if p.Bundle != nil && p.Bundle.PollInterval == 0 {
 		p.Bundle.PollInterval = Duration(30 * time.Second)
 	}
@@ -275,6 +280,9 @@ func (c *Config) validateSections(p *problems) {
 		}
 		if pol.DecisionCache.MaxEntries < 0 {
 			p.add("policy.decision_cache.max_entries", "must not be negative; got %d", pol.DecisionCache.MaxEntries)
+		}
+		if pol.DecisionCache.MaxBytes < 0 {
+			p.add("policy.decision_cache.max_bytes", "must not be negative; got %d", pol.DecisionCache.MaxBytes)
 		}
 		if b := pol.Bundle; b != nil {
 			checkFetchURL("policy.bundle.url", b.URL, false, p)
