@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -243,5 +244,40 @@ func TestDecisionCacheBytesBound(t *testing.T) {
 	c.put([]byte("huge"), Result{Defined: true, Body: strings.Repeat("h", maxBytes)})
 	if _, ok := c.get([]byte("huge")); ok {
 		t.Error("a decision larger than the bound was cached")
+	}
+}
+
+// Concurrent Checks on a cache small enough to evict all the time still
+// get their own decisions (run with -race).
+func TestDecisionCacheConcurrentEviction(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"policy.rego": decisionPolicy, "data.json": decisionData})
+	cached := newEngine(t, Config{Paths: []string{dir}, DecisionCache: DecisionCacheConfig{MaxEntries: 16}})
+	plain := newEngine(t, Config{Paths: []string{dir}, DecisionCache: DecisionCacheConfig{Disabled: true}})
+	ins := decisionMatrix()
+	want := make([]Result, len(ins))
+	for i, in := range ins {
+		var err error
+		if want[i], err = plain.Eval(t.Context(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for n := range 600 {
+				i := (n*7 + w*13) % len(ins)
+				got, err := cached.Eval(t.Context(), ins[i])
+				if err != nil || !reflect.DeepEqual(got, want[i]) {
+					t.Errorf("request %d: %+v, %v; want %+v", i, got, err, want[i])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := cached.cachedDecisions(); n > 16 {
+		t.Errorf("cached decisions = %v; want ≤ 16", n)
 	}
 }
