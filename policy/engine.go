@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,20 +146,47 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	return e, nil
 }
 
+// QueryInfo describes one prepared query, for `tollgate check`.
+type QueryInfo struct {
+	Query string
+	// Cached is true when the query's decisions are cached; KeyedBy then
+	// lists the input paths that key them. Otherwise Uncached says why
+	// (file:line), or is "disabled".
+	Cached   bool
+	KeyedBy  []string
+	Uncached string
+}
+
 // Check loads and compiles everything cfg names, runs the Rego tests when
-// TestOnReload is set, and returns the first problem with its file:line.
-// It opens no file for writing and downloads nothing. `tollgate check`
-// uses it.
-func Check(cfg Config) error {
+// TestOnReload is set, and returns the first problem with its file:line,
+// or what it found about each query. It opens no file for writing and
+// downloads nothing. `tollgate check` uses it.
+func Check(cfg Config) ([]QueryInfo, error) {
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("policy: %w", err)
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	if len(cfg.Paths) == 0 {
-		return nil
+		return nil, nil
 	}
-	_, err := build(context.Background(), cfg, nil, 0)
-	return err
+	g, err := build(context.Background(), cfg, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]QueryInfo, 0, len(g.queries))
+	for _, q := range g.queries {
+		qi := QueryInfo{Query: q.text, Cached: q.cache != nil, Uncached: q.deps.Uncacheable}
+		switch {
+		case qi.Cached:
+			for _, p := range q.deps.Paths {
+				qi.KeyedBy = append(qi.KeyedBy, "input."+strings.Join(p, "."))
+			}
+		case cfg.DecisionCache.Disabled:
+			qi.Uncached = "disabled"
+		}
+		infos = append(infos, qi)
+	}
+	return infos, nil
 }
 
 // Start watches cfg.Paths for changes and, when configured, starts polling

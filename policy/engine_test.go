@@ -186,7 +186,7 @@ func TestNewReportsCompileErrors(t *testing.T) {
 			tt.cfg.Paths = []string{dir}
 			for _, f := range []func() error{
 				func() error { _, err := New(tt.cfg, WithLogger(quiet)); return err },
-				func() error { return Check(tt.cfg) },
+				func() error { _, err := Check(tt.cfg); return err },
 			} {
 				err := f()
 				if err == nil {

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
@@ -156,9 +157,19 @@ func check(args []string, stdout io.Writer) error {
 	}
 	// Validate every component as serve would build it (policies are
 	// compiled), without opening stores or listeners.
-	if err := app.Check(cfg); err != nil {
+	rep, err := app.Check(cfg)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d issuers, %d services)\n", *path, len(cfg.Issuers), len(cfg.Services))
+	// Whether decisions can be cached is a property of the policy that
+	// its authors want to know before it serves.
+	for _, q := range rep.Queries {
+		if q.Cached {
+			fmt.Fprintf(stdout, "policy %s: decisions cached, keyed by %s\n", q.Query, strings.Join(q.KeyedBy, ", "))
+		} else {
+			fmt.Fprintf(stdout, "policy %s: decisions not cached: %s\n", q.Query, q.Uncached)
+		}
+	}
 	return nil
 }

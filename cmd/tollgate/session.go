@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/session"
 )
 
@@ -30,8 +31,10 @@ An ID argument of "-" is read from standard input, which keeps it out of
 the process list and shell history.
 
 flags of every command:
-  --admin URL       session admin API base URL (required)
-  --token-file F    file holding the admin bearer token (required)
+  --admin URL       session admin API base URL
+  --token-file F    file holding the admin bearer token
+                    (give both, or neither for the development mode's
+                    http://127.0.0.1:8282 and .tollgate/admin-token)
   --timeout D       request timeout (default 10s)
   --json            print the API's JSON instead of text
 `
@@ -88,8 +91,13 @@ func sessionCmd(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != wantArgs {
 		return usageErr("want %d argument(s), got %d", wantArgs, len(pos))
 	}
+	if *admin == "" && *tokenFile == "" {
+		// The development mode's admin API, as `make run` starts it.
+		dev := config.Development()
+		*admin, *tokenFile = "http://"+dev.Server.AdminAddress, dev.Admin.TokenFile
+	}
 	if *admin == "" || *tokenFile == "" {
-		return usageErr("--admin and --token-file are required")
+		return usageErr("--admin and --token-file go together")
 	}
 	token, err := os.ReadFile(*tokenFile)
 	if err != nil {

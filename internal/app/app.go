@@ -31,6 +31,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/devissuer"
+	"github.com/tollgate-dev/tollgate/internal/devmode"
 	"github.com/tollgate-dev/tollgate/internal/vtcodec"
 	"github.com/tollgate-dev/tollgate/jwks"
 	"github.com/tollgate-dev/tollgate/jwks/keyring"
@@ -83,6 +84,20 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		dev, err := devissuer.LoadOrCreate(cfg.Dev.Issuer, cfg.Dev.KeyFile)
 		if err != nil {
 			return nil, err
+		}
+		if d := cfg.Dev.ExamplePolicyDir; d != "" {
+			created, err := devmode.EnsurePolicy(d)
+			if err != nil {
+				return nil, err
+			}
+			if created {
+				log.Info("dev mode: example policy written; edit it and Tollgate reloads it", "dir", d)
+			}
+		}
+		if f := cfg.Dev.AdminTokenFile; f != "" {
+			if err := devmode.EnsureToken(f); err != nil {
+				return nil, err
+			}
 		}
 		a.dev = dev
 		issuers = append(append([]config.Issuer(nil), issuers...), cfg.DevIssuer())

@@ -251,15 +251,23 @@ func (a *App) stopParts(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// CheckReport is what Check found beyond errors.
+type CheckReport struct {
+	// Queries describes each policy query (decision caching), in load
+	// order; empty without local policy files.
+	Queries []policy.QueryInfo
+}
+
 // Check validates what `tollgate serve` would build from cfg without
 // side effects: no listener, no network, no key or session store opened.
 // Policies are compiled, so their errors name file and line.
-func Check(cfg *config.Config) error {
+func Check(cfg *config.Config) (CheckReport, error) {
+	var rep CheckReport
 	var errs []error
 	if cfg.Policy.Enabled() {
 		pc, err := PolicyConfig(cfg)
 		if err == nil {
-			err = policy.Check(pc)
+			rep.Queries, err = policy.Check(pc)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("policy: %w", err))
@@ -275,7 +283,7 @@ func Check(cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("sessions: %w", err))
 		}
 	}
-	return errors.Join(errs...)
+	return rep, errors.Join(errs...)
 }
 
 // RedisLogger adapts go-redis's process-wide logger (connection errors

@@ -173,6 +173,13 @@ type Dev struct {
 	// KeyFile holds the dev issuer's ES256 private key (PEM), created 0600 on
 	// first use. Default .tollgate/dev-key.pem.
 	KeyFile string `yaml:"key_file"`
+	// ExamplePolicyDir, when set, receives an example policy and its Rego
+	// tests at start-up if the directory does not exist yet (list it in
+	// policy.paths to serve it). The embedded development config uses it.
+	ExamplePolicyDir string `yaml:"example_policy_dir"`
+	// AdminTokenFile, when set, receives a random admin token (0600) at
+	// start-up if the file does not exist yet.
+	AdminTokenFile string `yaml:"admin_token_file"`
 }
 
 // Default returns a configuration with every default set and no issuers or
@@ -197,12 +204,25 @@ func Default() *Config {
 }
 
 // Development returns the embedded configuration that `tollgate serve`
-// uses without --config: a dev issuer whose keys Tollgate serves itself and
-// one service for any host with audience "dev".
+// uses without --config: a dev issuer whose keys Tollgate serves itself, one
+// service for any host with audience "dev", the example policy in
+// .tollgate/policy (written on first start, reloaded on edit), in-memory
+// sessions with the admin API on 127.0.0.1:8282 (token in
+// .tollgate/admin-token), and internal tokens signed by keys in
+// .tollgate/keys. Everything it writes stays under .tollgate/.
 func Development() *Config {
 	c := Default()
 	c.Log.Format = "text"
 	c.Dev.Enabled = true
+	c.Dev.ExamplePolicyDir = ".tollgate/policy"
+	c.Dev.AdminTokenFile = ".tollgate/admin-token"
+	c.Policy.Paths = []string{c.Dev.ExamplePolicyDir}
+	c.Sessions.Store = "memory"
+	c.Server.AdminAddress = "127.0.0.1:8282"
+	c.Admin.TokenFile = c.Dev.AdminTokenFile
+	c.InternalToken.Enabled = true
+	c.InternalToken.Claims = []string{"roles"}
+	c.Keys.Dir = ".tollgate/keys"
 	c.Headers.ClaimsToHeaders = map[string]string{"sub": "x-user-id", "roles": "x-user-roles"}
 	c.Services = []Service{{
 		Name:         "dev",
@@ -298,6 +318,8 @@ func (c *Config) resolvePaths() {
 		}
 	}
 	abs(&c.Dev.KeyFile)
+	abs(&c.Dev.ExamplePolicyDir)
+	abs(&c.Dev.AdminTokenFile)
 	for i := range c.Policy.Paths {
 		abs(&c.Policy.Paths[i])
 	}

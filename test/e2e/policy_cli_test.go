@@ -115,8 +115,21 @@ func TestPolicyCommands(t *testing.T) {
 	t.Run("check --config with a valid policy → exit 0", func(t *testing.T) {
 		t.Parallel()
 		cfg := polCLIConfig(t, p, services, polSection([]string{abs(examplesDir + "rbac")}))
-		if code, stdout, stderr := runCLI(t, "check", "--config", cfg); code != 0 || !strings.Contains(stdout, "ok") {
-			t.Errorf("tollgate check (rbac policy) = exit %d, stdout %q, stderr %q; want exit 0 and ok", code, stdout, stderr)
+		code, stdout, stderr := runCLI(t, "check", "--config", cfg)
+		const cached = "policy data.tollgate.authz.allow: decisions cached, keyed by input.attributes.request.http.method, input.identity.claims.roles, input.identity.type, input.parsed_path\n"
+		if code != 0 || !strings.Contains(stdout, "ok") || !strings.Contains(stdout, cached) {
+			t.Errorf("tollgate check (rbac policy) = exit %d, stdout %q, stderr %q; want exit 0, ok and %q", code, stdout, stderr, cached)
+		}
+	})
+
+	t.Run("check --config says why a query's decisions are not cached", func(t *testing.T) {
+		t.Parallel()
+		dir := polWriteDir(t, map[string]string{"policy.rego": "package tollgate.authz\n\nallow if {\n\tinput.identity.type == \"jwt\"\n\ttime.now_ns() > 0\n}\n"})
+		cfg := polCLIConfig(t, p, services, polSection([]string{dir}))
+		code, stdout, stderr := runCLI(t, "check", "--config", cfg)
+		want := "policy data.tollgate.authz.allow: decisions not cached: " + filepath.Join(dir, "policy.rego") + ":5: calls time.now_ns"
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("tollgate check (clock policy) = exit %d, stdout %q, stderr %q; want exit 0 and %q", code, stdout, stderr, want)
 		}
 	})
 

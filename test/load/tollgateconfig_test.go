@@ -149,7 +149,7 @@ func TestRowConfigsLoadWithTollgatesLoader(t *testing.T) {
 			if err != nil {
 				t.Fatalf("config.Parse() error = %v\n%s", err, tollgateConfig(s))
 			}
-			if err := app.Check(c); err != nil {
+			if _, err := app.Check(c); err != nil {
 				t.Fatalf("app.Check() error = %v", err)
 			}
 			tt.check(t, c)
