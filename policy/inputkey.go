@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/binary"
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 
@@ -228,13 +229,13 @@ func appendValue(buf []byte, v any) ([]byte, bool) {
 		return buf, true
 	case map[string]string:
 		buf = binary.AppendUvarint(append(buf, 'o'), uint64(len(v)))
-		for _, k := range sortedKeys(v) {
+		for _, k := range slices.Sorted(maps.Keys(v)) {
 			buf = appendString(append(appendString(buf, k), 's'), v[k])
 		}
 		return buf, true
 	case map[string]any:
 		buf = binary.AppendUvarint(append(buf, 'o'), uint64(len(v)))
-		for _, k := range sortedKeys(v) {
+		for _, k := range slices.Sorted(maps.Keys(v)) {
 			var ok bool
 			if buf, ok = appendValue(appendString(buf, k), v[k]); !ok || len(buf) > maxKeyBytes {
 				return buf, false
@@ -247,13 +248,4 @@ func appendValue(buf []byte, v any) ([]byte, bool) {
 
 func appendString(buf []byte, s string) []byte {
 	return append(binary.AppendUvarint(buf, uint64(len(s))), s...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
