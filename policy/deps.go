@@ -27,16 +27,21 @@ type inputDeps struct {
 	Uncacheable string
 }
 
-// String lists the paths as refs, for logs.
-func (d inputDeps) String() string {
-	if d.Uncacheable != "" {
-		return "uncacheable: " + d.Uncacheable
-	}
+// Refs are the paths as Rego refs (input.a.b).
+func (d inputDeps) Refs() []string {
 	refs := make([]string, len(d.Paths))
 	for i, p := range d.Paths {
 		refs[i] = "input." + strings.Join(p, ".")
 	}
-	return strings.Join(refs, ", ")
+	return refs
+}
+
+// String lists the paths as refs, or why there are none, for logs.
+func (d inputDeps) String() string {
+	if d.Uncacheable != "" {
+		return "uncacheable: " + d.Uncacheable
+	}
+	return strings.Join(d.Refs(), ", ")
 }
 
 // impure are builtins OPA does not mark nondeterministic whose result

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,9 +177,7 @@ func Check(cfg Config) ([]QueryInfo, error) {
 		qi := QueryInfo{Query: q.text, Cached: q.cache != nil, Uncached: q.deps.Uncacheable}
 		switch {
 		case qi.Cached:
-			for _, p := range q.deps.Paths {
-				qi.KeyedBy = append(qi.KeyedBy, "input."+strings.Join(p, "."))
-			}
+			qi.KeyedBy = q.deps.Refs()
 		case cfg.DecisionCache.Disabled:
 			qi.Uncached = "disabled"
 		}
