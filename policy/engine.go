@@ -400,38 +400,63 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (Result, error) {
 		e.logDecision(start, in, q.text, Result{}, err)
 		return Result{}, err
 	}
-	var key *[]byte
-	if q.cache != nil {
-		key = keyBufs.Get().(*[]byte)
-		defer keyBufs.Put(key)
+	// A query whose rules read only known input paths gets only those
+	// (and, when cached, its decision from the cache); any other query
+	// gets the whole document.
+	var input ast.Value
+	var sc *scratch
+	keyed := false
+	if q.deps.Uncacheable == "" {
+		sc = scratches.Get().(*scratch)
+		defer sc.release()
 		var ok bool
-		if *key, ok = appendKey((*key)[:0], in, q.deps.Paths, e.redact); !ok {
-			key = nil
-		} else if res, hit := q.cache.get(*key); hit {
-			e.metrics.cacheHits.Inc()
-			e.logRecord(start, in, q.text, res, nil, true)
+		if sc.vals, ok = lookupAll(sc.vals[:0], in, q.deps.Paths, e.redact); ok {
+			if q.cache != nil {
+				if sc.key, keyed = appendKey(sc.key[:0], sc.vals); keyed {
+					if res, hit := q.cache.get(sc.key); hit {
+						e.metrics.cacheHits.Inc()
+						e.logRecord(start, in, q.text, res, nil, true)
+						return res, nil
+					}
+				}
+				e.metrics.cacheMisses.Inc()
+			}
+			input = minimalInput(q.deps.Paths, sc.vals)
+		}
+	}
+	if input == nil {
+		var err error
+		if input, err = buildInput(in, e.redact); err != nil {
+			res := Result{HTTPStatus: http.StatusBadRequest}
+			e.logDecision(start, in, q.text, res, err)
 			return res, nil
 		}
-		e.metrics.cacheMisses.Inc()
-	}
-	input, err := buildInput(in, e.redact)
-	if err != nil {
-		res := Result{HTTPStatus: http.StatusBadRequest}
-		e.logDecision(start, in, q.text, res, err)
-		return res, nil
 	}
 	res, err := e.pool.eval(ctx, q, input, e.cfg.Timeout)
-	if err == nil && key != nil {
+	if err == nil && keyed {
 		// Only decisions are cached: an error or a timeout may not
 		// happen again.
-		q.cache.put(*key, res)
+		q.cache.put(sc.key, res)
 	}
 	e.logDecision(start, in, q.text, res, err)
 	return res, err
 }
 
-// keyBufs are decision-cache key buffers, reused across Checks.
-var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+// scratch is one Eval's key buffer and looked-up values, reused across
+// Checks.
+type scratch struct {
+	key  []byte
+	vals []any
+}
+
+var scratches = sync.Pool{New: func() any { return &scratch{key: make([]byte, 0, 256), vals: make([]any, 0, 8)} }}
+
+// release drops the request's values (they must not outlive it) and
+// returns s to the pool.
+func (s *scratch) release() {
+	clear(s.vals)
+	scratches.Put(s)
+}
 
 // query is one prepared decision of a generation.
 type query struct {

@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/tollgate-dev/tollgate/policy/internal/envoyinput"
 )
 
@@ -15,28 +17,43 @@ import (
 // evaluated without the cache.
 const maxKeyBytes = 2048
 
-// appendKey appends to buf an encoding of the values the input document
-// that buildInput would build holds at paths, one after the other, without
-// building that document. Equal keys mean equal values at every path
-// (each value is tagged by type and length-prefixed, and objects are
-// written in key order). ok is false when the key would be too long, a
-// value has a type the encoding does not know, or the request cannot be
-// represented as input: the caller then evaluates without the cache.
-func appendKey(buf []byte, in *Input, paths [][]string, redact bool) (_ []byte, ok bool) {
-	// A request that cannot be represented as input (a bad escape in the
-	// path or query, a body that does not parse as its content type) is
-	// answered 400 whatever the policy reads: find out first, as
-	// buildInput would, so a cached decision never answers it.
+// absent marks a path the input document does not have.
+var absent = new(struct{ _ byte })
+
+// lookupAll appends to vals the value the input document that buildInput
+// would build holds at each of paths (absent where it has none), without
+// building that document. ok is false when the request cannot be
+// represented as input: a bad escape in the path or query, or a body that
+// does not parse as its content type. Those are answered 400 whatever the
+// policy reads, so they are found out first, as buildInput would, and
+// the caller then takes buildInput's way (so a cached decision never
+// answers them).
+func lookupAll(vals []any, in *Input, paths [][]string, redact bool) (_ []any, ok bool) {
 	var sec inputSections
 	if sec.loadPath(in) != nil || sec.loadBody(in) != nil {
-		return buf, false
+		return vals, false
 	}
 	for _, p := range paths {
 		v, found, err := sec.lookup(in, p, redact)
 		if err != nil {
-			return buf, false
+			return vals, false
 		}
 		if !found {
+			v = absent
+		}
+		vals = append(vals, v)
+	}
+	return vals, true
+}
+
+// appendKey appends to buf an encoding of vals (lookupAll's). Equal keys
+// mean equal values at every path: each value is tagged by type and
+// length-prefixed, and objects are written in key order. ok is false when
+// the key would be too long or a value has a type the encoding does not
+// know: the caller then evaluates without the cache.
+func appendKey(buf []byte, vals []any) (_ []byte, ok bool) {
+	for _, v := range vals {
+		if v == absent {
 			buf = append(buf, 'x')
 			continue
 		}
@@ -45,6 +62,31 @@ func appendKey(buf []byte, in *Input, paths [][]string, redact bool) (_ []byte, 
 		}
 	}
 	return buf, true
+}
+
+// minimalInput is the input document reduced to vals at paths: all of it
+// that a query whose rules read only paths can see, so it evaluates the
+// same as the whole document, without converting the rest of the request.
+// paths are minimal (none contains another), so no value overwrites
+// another.
+func minimalInput(paths [][]string, vals []any) ast.Value {
+	doc := make(map[string]any, 4)
+	for i, p := range paths {
+		if vals[i] == absent {
+			continue
+		}
+		m := doc
+		for _, k := range p[:len(p)-1] {
+			next, ok := m[k].(map[string]any)
+			if !ok {
+				next = make(map[string]any, 2)
+				m[k] = next
+			}
+			m = next
+		}
+		m[p[len(p)-1]] = vals[i]
+	}
+	return ast.LazyObject(doc)
 }
 
 // inputSections holds the parts of the input document converted so far
