@@ -13,6 +13,14 @@
 // data.envoy.authz.allow) run unchanged, except that credential headers
 // read "[REDACTED]" unless Config.ExposeCredentials is set.
 //
+// At each load, the rules a query can reach are read for the input paths
+// they use (deps.go). When those are constant paths and no reachable rule
+// calls a builtin whose result depends on more than its arguments, the
+// query is a function of the values at those paths and of the loaded
+// data: its decisions are cached per load, keyed by those values
+// (deccache.go, inputkey.go), and a miss is evaluated on an input holding
+// only those paths.
+//
 // Invariants:
 //   - Eval never allows on an error, a timeout or an undefined decision;
 //     it never panics on a policy's result.
@@ -22,6 +30,10 @@
 //     TestOnReload, passed its Rego tests; otherwise the previous one keeps
 //     serving and Status reports the error with its file:line. In-flight
 //     evaluations finish on the generation they started with.
+//   - A cached decision is one evaluation made for a request that agreed
+//     on every input path the query reads, under the same generation; a
+//     request that cannot be input (400) is never answered from the cache,
+//     and errors are never cached.
 //   - No credential (bearer token, session cookie or id) reaches the input
 //     unless exposed on purpose, nor ever the decision log.
 package policy
