@@ -30,7 +30,7 @@ var absent = new(struct{ _ byte })
 // answers them).
 func lookupAll(vals []any, in *Input, paths [][]string, redact bool) (_ []any, ok bool) {
 	var sec inputSections
-	if sec.loadPath(in) != nil || sec.loadBody(in) != nil {
+	if sec.checkPath(in) != nil || sec.loadBody(in) != nil {
 		return vals, false
 	}
 	for _, p := range paths {
@@ -92,8 +92,7 @@ func minimalInput(paths [][]string, vals []any) ast.Value {
 // inputSections holds the parts of the input document converted so far
 // for one key, so that two paths into one part convert it once.
 type inputSections struct {
-	pathDone   bool
-	parsedPath []string
+	parsedPath []string // nil until read; never nil once parsed
 	parsedQry  map[string]any
 	bodyDone   bool
 	body       any
@@ -121,12 +120,20 @@ func (s *inputSections) lookup(in *Input, p []string, redact bool) (any, bool, e
 		}
 		v, ok := envoyinput.Lookup(s.attrs, rest[0], rest[1:])
 		return v, ok, nil
-	case "parsed_path", "parsed_query":
-		if err := s.loadPath(in); err != nil {
-			return nil, false, err
+	case "parsed_path":
+		if s.parsedPath == nil {
+			var err error
+			if s.parsedPath, err = envoyinput.ParsedPath(s.path(in)); err != nil {
+				return nil, false, err
+			}
 		}
-		if name == "parsed_path" {
-			return leaf(s.parsedPath, rest)
+		return leaf(s.parsedPath, rest)
+	case "parsed_query":
+		if s.parsedQry == nil {
+			var err error
+			if s.parsedQry, err = envoyinput.ParsedQuery(s.path(in)); err != nil {
+				return nil, false, err
+			}
 		}
 		return follow(s.parsedQry, rest)
 	case "parsed_body", "truncated_body":
@@ -163,14 +170,15 @@ func (s *inputSections) lookup(in *Input, p []string, redact bool) (any, bool, e
 	return nil, false, nil
 }
 
-func (s *inputSections) loadPath(in *Input) error {
-	if s.pathDone {
-		return nil
-	}
-	var err error
-	s.parsedPath, s.parsedQry, err = envoyinput.PathAndQuery(in.Check.GetAttributes().GetRequest().GetHttp().GetPath())
-	s.pathDone = err == nil
-	return err
+// checkPath fails when the path or query cannot be input, without parsing
+// them: most policies read neither parsed_query nor, on a hit, need the
+// parsed path as a slice.
+func (s *inputSections) checkPath(in *Input) error {
+	return envoyinput.CheckPathAndQuery(s.path(in))
+}
+
+func (s *inputSections) path(in *Input) string {
+	return in.Check.GetAttributes().GetRequest().GetHttp().GetPath()
 }
 
 func (s *inputSections) loadBody(in *Input) error {

@@ -12,6 +12,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/tollgate-dev/tollgate/policy/internal/envoyinput"
 )
 
 // keyInputs are requests of every shape the key lookup distinguishes.
@@ -213,5 +215,35 @@ func TestMinimalInputDecidesLikeTheWholeInput(t *testing.T) {
 				t.Error("nothing allowed: the comparison is vacuous")
 			}
 		})
+	}
+}
+
+// The decision cache checks each request with CheckPathAndQuery and parses
+// only what the policy reads: it must refuse exactly what PathAndQuery
+// refuses.
+func TestCheckPathAndQueryAgrees(t *testing.T) {
+	paths := []string{
+		"/", "", "/a/b", "/a%2Fb", "/a%zz", "/%", "/a%2", "/a+b", "/a?", "/a?x", "/a?x=1&y=2", "/a?x=%zz", "/a?%zz=1",
+		"/a?x=1;y=2", "/a?x;y", "/a?&&x=1&", "/a?x=%", "/a?x=a+b%20c", "/a?=1", "/a?x==", "/%7E?q=%2", "/a?x=1?y=2", "/ä?ü=ö",
+	}
+	// And every short string over the characters that matter.
+	alphabet := []byte("/?%2fz=&;+a")
+	var gen func(prefix []byte, n int)
+	gen = func(prefix []byte, n int) {
+		paths = append(paths, string(prefix))
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(append(prefix, c), n-1)
+		}
+	}
+	gen(nil, 4)
+	for _, p := range paths {
+		_, _, perr := envoyinput.PathAndQuery(p)
+		cerr := envoyinput.CheckPathAndQuery(p)
+		if (perr == nil) != (cerr == nil) {
+			t.Errorf("%q: PathAndQuery error %v, CheckPathAndQuery error %v", p, perr, cerr)
+		}
 	}
 }

@@ -29,20 +29,66 @@ func Version() map[string]any {
 // leading slashes trimmed and split on "/"; the query as an object of
 // arrays of strings.
 func PathAndQuery(path string) (parsedPath []string, parsedQuery map[string]any, err error) {
-	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	if parsedPath, err = ParsedPath(path); err != nil {
+		return nil, nil, err
+	}
+	if parsedQuery, err = ParsedQuery(path); err != nil {
+		return nil, nil, err
+	}
+	return parsedPath, parsedQuery, nil
+}
+
+// ParsedPath is PathAndQuery's parsed_path alone.
+func ParsedPath(path string) ([]string, error) {
+	rawPath, _, _ := strings.Cut(path, "?")
 	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: path: %v", ErrRequest, err)
+		return nil, fmt.Errorf("%w: path: %v", ErrRequest, err)
 	}
-	parsedPath = strings.Split(strings.TrimLeft(decoded, "/"), "/")
+	return strings.Split(strings.TrimLeft(decoded, "/"), "/"), nil
+}
+
+// ParsedQuery is PathAndQuery's parsed_query alone.
+func ParsedQuery(path string) (map[string]any, error) {
+	_, rawQuery, _ := strings.Cut(path, "?")
 	if rawQuery == "" {
-		return parsedPath, map[string]any{}, nil
+		return map[string]any{}, nil
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: query: %v", ErrRequest, err)
+		return nil, fmt.Errorf("%w: query: %v", ErrRequest, err)
 	}
-	return parsedPath, stringsObject(q), nil
+	return stringsObject(q), nil
+}
+
+// CheckPathAndQuery fails exactly when PathAndQuery would, without
+// building either document (it allocates only to unescape): the decision
+// cache checks every request this way and parses only what a policy reads.
+// TestCheckPathAndQueryAgrees keeps the two in step.
+func CheckPathAndQuery(path string) error {
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	if _, err := url.PathUnescape(rawPath); err != nil {
+		return fmt.Errorf("%w: path: %v", ErrRequest, err)
+	}
+	// url.ParseQuery's loop, keeping only its errors.
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if strings.Contains(pair, ";") {
+			return fmt.Errorf("%w: query: invalid semicolon separator in query", ErrRequest)
+		}
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if _, err := url.QueryUnescape(k); err != nil {
+			return fmt.Errorf("%w: query: %v", ErrRequest, err)
+		}
+		if _, err := url.QueryUnescape(v); err != nil {
+			return fmt.Errorf("%w: query: %v", ErrRequest, err)
+		}
+	}
+	return nil
 }
 
 func stringsObject(m map[string][]string) map[string]any {
