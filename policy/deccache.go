@@ -151,26 +151,14 @@ func entrySize(key []byte, r *Result) int64 {
 	return int64(n)
 }
 
-// len counts the cached decisions.
-func (c *decisionCache) len() int {
-	n := 0
+// size counts the cached decisions and the approximate heap they hold.
+func (c *decisionCache) size() (entries int, bytes int64) {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.RLock()
-		n += len(s.m)
+		entries += len(s.m)
+		bytes += s.bytes
 		s.mu.RUnlock()
 	}
-	return n
-}
-
-// bytes is the approximate heap the cached decisions hold.
-func (c *decisionCache) bytes() int64 {
-	var n int64
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.RLock()
-		n += s.bytes
-		s.mu.RUnlock()
-	}
-	return n
+	return entries, bytes
 }

@@ -237,7 +237,7 @@ func TestDecisionCacheBytesBound(t *testing.T) {
 	for i := range 5000 {
 		c.put(fmt.Appendf(nil, "key-%d", i), Result{Defined: true, Body: body, Headers: []Header{{Key: "x-a", Value: "1"}}})
 	}
-	if b, n := c.bytes(), c.len(); b > maxBytes || n < 16 || int64(n)*1000 > maxBytes {
+	if n, b := c.size(); b > maxBytes || n < 16 || int64(n)*1000 > maxBytes {
 		t.Errorf("after 5000 decisions of ~1.2 KB: %d bytes in %d entries; want at most %d bytes", b, n, maxBytes)
 	}
 	// A decision larger than a shard's share is not cached at all.

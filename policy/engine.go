@@ -323,7 +323,8 @@ func (e *Engine) cachedDecisions() float64 {
 	n := 0
 	for _, q := range g.queries {
 		if q.cache != nil {
-			n += q.cache.len()
+			entries, _ := q.cache.size()
+			n += entries
 		}
 	}
 	return float64(n)
